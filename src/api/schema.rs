@@ -1,0 +1,1 @@
+//! JSON schema validation with Flocker messages.
