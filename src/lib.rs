@@ -1,8 +1,13 @@
 //! Flocker control plane, highly available.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod ca;
+pub mod client;
+pub mod control;
 pub mod model;
+pub mod raft;
+pub mod server;
 pub mod storage;
 pub mod tls;

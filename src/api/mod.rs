@@ -1,2 +1,76 @@
-//! HTTP API.
+//! The Flocker v1 REST API (port 4523), served by every control node.
+//!
+//! Life of a write (see also `src/lib.rs`): the handler checks the body's shape (JSON
+//! schema, then [`input`]), builds a [`Command`](crate::model::Command) with every id and
+//! timestamp already chosen, and proposes it; the state machine decides, and the
+//! [`Outcome`](crate::model::Outcome) becomes the response. Configuration reads pass a
+//! read barrier first, so they are linearizable; `?consistency=stale` skips it.
+
+pub mod error;
+pub mod handlers;
+pub mod input;
+pub mod render;
 pub mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::model::TagFormat;
+use crate::raft::node::Consensus;
+
+/// The version reported by `GET /v1/version`: the Flocker API level this implements.
+pub const FLOCKER_VERSION: &str = "1.15.0";
+
+/// Largest accepted request body. A maximal valid container (4096 arguments of 4096
+/// characters) fits.
+pub const MAX_BODY_BYTES: usize = 24 * 1024 * 1024;
+
+/// What the handlers share.
+pub struct ApiContext {
+    pub consensus: Arc<Consensus>,
+    pub tags: TagFormat,
+    /// How long a request waits for a leader before answering 503.
+    pub leader_wait: Duration,
+}
+
+pub fn router(ctx: Arc<ApiContext>) -> Router {
+    use handlers::*;
+    Router::new()
+        .route("/v1/version", get(version))
+        .route(
+            "/v1/configuration/datasets",
+            get(list_datasets).post(create_dataset),
+        )
+        .route(
+            "/v1/configuration/datasets/{dataset_id}",
+            post(update_dataset).delete(delete_dataset),
+        )
+        .route("/v1/state/datasets", get(state_datasets))
+        .route(
+            "/v1/configuration/containers",
+            get(list_containers).post(create_container),
+        )
+        .route(
+            "/v1/configuration/containers/{name}",
+            post(move_container).delete(delete_container),
+        )
+        .route("/v1/state/containers", get(state_containers))
+        .route("/v1/state/nodes", get(state_nodes))
+        .route("/v1/state/nodes/by_era/{era}", get(node_by_era))
+        .route(
+            "/v1/configuration/leases",
+            get(list_leases).post(acquire_lease),
+        )
+        .route(
+            "/v1/configuration/leases/{dataset_id}",
+            axum::routing::delete(release_lease),
+        )
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ctx)
+}

@@ -1,1 +1,151 @@
-fn main() {}
+//! `flocker-control`: one control node (API on 4523, agents on 4524).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use flocker::control::{self, ControlSettings};
+use flocker::raft::node::RaftSettings;
+
+/// Run a Flocker control node: the v1 REST API (HTTPS, client certificates), the agent
+/// port, and the Raft replica that stores the configuration.
+#[derive(Debug, Parser)]
+#[command(name = "flocker-control", version)]
+struct Options {
+    /// Directory for the Raft log, vote and state machine (sled).
+    #[arg(short = 'd', long, default_value = "/var/lib/flocker")]
+    data_path: PathBuf,
+    /// REST API listen endpoint: `tcp:PORT`, `tcp:PORT:interface=ADDR`, `PORT` or `ADDR:PORT`.
+    #[arg(short = 'p', long, default_value = "tcp:4523")]
+    port: String,
+    /// Agent protocol listen endpoint, same forms as --port.
+    #[arg(short = 'a', long, default_value = "tcp:4524")]
+    agent_port: String,
+    /// Directory with cluster.crt, control-service.crt and control-service.key.
+    #[arg(short = 'c', long, default_value = "/etc/flocker")]
+    certificates_directory: PathBuf,
+    /// This control node's Raft id (stable across restarts).
+    #[arg(long, default_value_t = 1)]
+    node_id: u64,
+    /// Seconds a request waits for a leader before answering 503.
+    #[arg(long, default_value_t = 5.0)]
+    leader_wait: f64,
+    /// Seconds after which the state of a silent agent is dropped (Flocker: 120).
+    #[arg(long, default_value_t = 120.0)]
+    state_expiry: f64,
+    /// Build a Raft snapshot (and compact the log) every this many entries.
+    #[arg(long, default_value_t = 5000)]
+    snapshot_every: u64,
+    /// More logging (repeat for more).
+    #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Write the log to this file instead of standard error.
+    #[arg(long)]
+    logfile: Option<PathBuf>,
+    /// Accepted for compatibility with Flocker's units; logs still go to standard error.
+    #[arg(long)]
+    journald: bool,
+}
+
+/// Parse a Twisted-style endpoint (`tcp:4523`, `tcp:4523:interface=127.0.0.1`) or a plain
+/// `PORT` / `ADDR:PORT`.
+fn endpoint(text: &str) -> anyhow::Result<SocketAddr> {
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    if let Some(rest) = text.strip_prefix("tcp:") {
+        let mut parts = rest.split(':');
+        let port: u16 = parts
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .context("port number")?;
+        let mut ip = any;
+        for option in parts {
+            if let Some(addr) = option.strip_prefix("interface=") {
+                ip = addr.parse().context("interface address")?;
+            }
+        }
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::new(any, port));
+    }
+    text.parse()
+        .with_context(|| format!("not an endpoint: {text}"))
+}
+
+fn init_logging(options: &Options) -> anyhow::Result<()> {
+    let level = match options.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn,sled=warn"))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &options.logfile {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    init_logging(&options)?;
+    let mut raft = RaftSettings::new(options.node_id, options.data_path.clone());
+    raft.snapshot_every = options.snapshot_every.max(1);
+    let settings = ControlSettings {
+        certificates_directory: options.certificates_directory.clone(),
+        api_listen: endpoint(&options.port)?,
+        agent_listen: endpoint(&options.agent_port)?,
+        raft,
+        leader_wait: Duration::from_secs_f64(options.leader_wait.max(0.0)),
+        state_expiry: Duration::from_secs_f64(options.state_expiry.max(1.0)),
+    };
+    let running = control::start(settings).await?;
+    // Announce the bound ports on stdout, for supervisors that start us on port 0.
+    println!(
+        "flocker-control listening api={} agent={}",
+        running.api_addr, running.agent_addr
+    );
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping");
+    running.stop().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_in_twisted_and_plain_forms() {
+        assert_eq!(endpoint("tcp:4523").unwrap().port(), 4523);
+        assert_eq!(
+            endpoint("tcp:0:interface=127.0.0.1").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(endpoint("4524").unwrap().port(), 4524);
+        assert_eq!(endpoint("[::1]:7").unwrap(), "[::1]:7".parse().unwrap());
+        assert!(endpoint("tcp:x").is_err());
+    }
+}
