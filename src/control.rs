@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::api::handlers::now_micros;
 use crate::api::{self, ApiContext};
 use crate::model::{Command, Micros, TagFormat};
-use crate::raft::network::Isolated;
+use crate::raft::network::PeerHttp;
 use crate::raft::node::{Consensus, RaftSettings};
 use crate::raft::{ControlNode, NodeId};
 use crate::tls::{self, PeerRole, TlsFiles};
@@ -26,6 +26,14 @@ pub struct ControlSettings {
     pub certificates_directory: PathBuf,
     pub api_listen: SocketAddr,
     pub agent_listen: SocketAddr,
+    pub peer_listen: SocketAddr,
+    /// The address other control nodes use to reach this one's peer port; defaults to
+    /// the bound peer address.
+    pub peer_advertise: Option<String>,
+    /// The address clients use for this node's API; defaults to the bound API address.
+    pub api_advertise: Option<String>,
+    /// How this node joins: see [`Bootstrap`].
+    pub bootstrap: Bootstrap,
     pub raft: RaftSettings,
     /// How long a request waits for a leader before answering 503.
     pub leader_wait: Duration,
@@ -33,11 +41,24 @@ pub struct ControlSettings {
     pub state_expiry: Duration,
 }
 
+/// How a node comes to belong to a cluster.
+#[derive(Debug, Clone)]
+pub enum Bootstrap {
+    /// A cluster of one: this node initializes itself on fresh storage.
+    Single,
+    /// The initial members (Raft id -> addresses). The member with the lowest id
+    /// initializes the cluster on fresh storage; the others wait to hear from it.
+    Members(BTreeMap<NodeId, ControlNode>),
+    /// Never initialize: wait to be added with the admin interface.
+    Join,
+}
+
 /// A started control node. Dropping it does not stop it; call [`RunningControl::stop`].
 pub struct RunningControl {
     pub consensus: Arc<Consensus>,
     pub api_addr: SocketAddr,
     pub agent_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -59,6 +80,7 @@ pub async fn start(settings: ControlSettings) -> anyhow::Result<RunningControl> 
         .with_context(|| format!("reading the cluster CA in {}", dir.display()))?;
     let api_tls = tls::server_config(&files, PeerRole::ApiUser)?;
     let agent_tls = tls::server_config(&files, PeerRole::Node)?;
+    let peer_tls = tls::server_config(&files, PeerRole::ControlService)?;
 
     let api_listener = TcpListener::bind(settings.api_listen)
         .await
@@ -66,17 +88,45 @@ pub async fn start(settings: ControlSettings) -> anyhow::Result<RunningControl> 
     let agent_listener = TcpListener::bind(settings.agent_listen)
         .await
         .with_context(|| format!("binding the agent port {}", settings.agent_listen))?;
+    let peer_listener = TcpListener::bind(settings.peer_listen)
+        .await
+        .with_context(|| format!("binding the peer port {}", settings.peer_listen))?;
     let api_addr = api_listener.local_addr()?;
     let agent_addr = agent_listener.local_addr()?;
+    let peer_addr = peer_listener.local_addr()?;
 
-    let consensus = Consensus::open(&settings.raft, Isolated).await?;
+    let peers = PeerHttp::new(&files)?;
+    let consensus = Consensus::open(&settings.raft, peers).await?;
+    let (shutdown, stop) = watch::channel(false);
+    // The peer listener comes first: other members may need us to elect a leader.
+    let mut tasks = vec![tokio::spawn(crate::server::serve(
+        peer_listener,
+        peer_tls,
+        crate::raft::peer_server::router(consensus.clone()),
+        stop.clone(),
+    ))];
     let me = ControlNode {
-        raft_addr: String::new(),
-        api_addr: api_addr.to_string(),
+        raft_addr: settings
+            .peer_advertise
+            .clone()
+            .unwrap_or_else(|| peer_addr.to_string()),
+        api_addr: settings
+            .api_advertise
+            .clone()
+            .unwrap_or_else(|| api_addr.to_string()),
     };
-    let members: BTreeMap<NodeId, ControlNode> = [(settings.raft.id, me)].into();
-    if consensus.initialize_if_fresh(members).await? {
-        tracing::info!("initialized a new single-node cluster");
+    let members = match &settings.bootstrap {
+        Bootstrap::Single => Some([(settings.raft.id, me)].into()),
+        Bootstrap::Members(members) => {
+            let first = members.keys().next().copied();
+            (first == Some(settings.raft.id)).then(|| members.clone())
+        }
+        Bootstrap::Join => None,
+    };
+    if let Some(members) = members {
+        if consensus.initialize_if_fresh(members).await? {
+            tracing::info!("initialized a new cluster");
+        }
     }
 
     let ctx = Arc::new(ApiContext {
@@ -84,8 +134,7 @@ pub async fn start(settings: ControlSettings) -> anyhow::Result<RunningControl> 
         tags: TagFormat::new(cluster_id),
         leader_wait: settings.leader_wait,
     });
-    let (shutdown, stop) = watch::channel(false);
-    let tasks = vec![
+    tasks.extend([
         tokio::spawn(crate::server::serve(
             api_listener,
             api_tls,
@@ -103,12 +152,13 @@ pub async fn start(settings: ControlSettings) -> anyhow::Result<RunningControl> 
             settings.state_expiry,
             stop.clone(),
         )),
-    ];
+    ]);
     tracing::info!(%api_addr, %agent_addr, "control node {} serving", settings.raft.id);
     Ok(RunningControl {
         consensus,
         api_addr,
         agent_addr,
+        peer_addr,
         shutdown,
         tasks,
     })

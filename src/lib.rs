@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod ca;
 pub mod client;
+pub mod cluster_config;
 pub mod control;
 pub mod model;
 pub mod raft;

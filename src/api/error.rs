@@ -28,6 +28,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("rejected: {0:?}")]
     Rejected(Rejection),
+    /// A request that conflicts with the current state (admin interface).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// `X-If-Configuration-Matches` failed: the first raw header value and the current tag.
     #[error("precondition failed")]
     PreconditionFailed { required: String, current: String },
@@ -48,11 +51,13 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Rejected(rejection) => rejection_status(rejection),
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Consensus(ConsensusError::Indeterminate(_)) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Consensus(ConsensusError::Invalid(_)) => StatusCode::CONFLICT,
             ApiError::Consensus(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -63,7 +68,7 @@ impl ApiError {
             ApiError::Schema(errors) => {
                 return json!({"description": SCHEMA_MISMATCH, "errors": errors})
             }
-            ApiError::BadRequest(text) => text.clone(),
+            ApiError::BadRequest(text) | ApiError::Conflict(text) => text.clone(),
             ApiError::Rejected(rejection) => rejection.description().to_owned(),
             ApiError::PreconditionFailed { required, current } => {
                 format!("Tag doesn't match. Required: {required}, current: {current}")

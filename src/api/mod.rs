@@ -6,6 +6,7 @@
 //! [`Outcome`](crate::model::Outcome) becomes the response. Configuration reads pass a
 //! read barrier first, so they are linearizable; `?consistency=stale` skips it.
 
+pub mod admin;
 pub mod error;
 pub mod handlers;
 pub mod input;
@@ -69,6 +70,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
             "/v1/configuration/leases/{dataset_id}",
             axum::routing::delete(release_lease),
         )
+        .merge(admin::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use flocker::control::{self, ControlSettings};
+use flocker::cluster_config::ClusterFile;
+use flocker::control::{self, Bootstrap, ControlSettings};
 use flocker::raft::node::RaftSettings;
 
 /// Run a Flocker control node: the v1 REST API (HTTPS, client certificates), the agent
@@ -27,9 +28,25 @@ struct Options {
     /// Directory with cluster.crt, control-service.crt and control-service.key.
     #[arg(short = 'c', long, default_value = "/etc/flocker")]
     certificates_directory: PathBuf,
-    /// This control node's Raft id (stable across restarts).
+    /// Peer (Raft) listen endpoint for the other control nodes, same forms as --port.
+    #[arg(long, default_value = "tcp:4525")]
+    peer_port: String,
+    /// This control node's Raft id (stable across restarts; never reuse one).
     #[arg(long, default_value_t = 1)]
     node_id: u64,
+    /// A cluster file (see cluster-config/) listing the initial control nodes. The member
+    /// with the lowest id forms the cluster on first start; the others wait for it.
+    /// Without it (and without --join) the node forms a cluster of one.
+    #[arg(long, conflicts_with = "join")]
+    cluster: Option<PathBuf>,
+    /// Join an existing cluster: never initialize; wait to be added with
+    /// `flocker-cluster add` (or POST /admin/v1/members).
+    #[arg(long)]
+    join: bool,
+    /// Host name or IP that other nodes and clients use to reach this node; defaults to
+    /// the listen address.
+    #[arg(long)]
+    advertise_host: Option<String>,
     /// Seconds a request waits for a leader before answering 503.
     #[arg(long, default_value_t = 5.0)]
     leader_wait: f64,
@@ -109,10 +126,33 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&options)?;
     let mut raft = RaftSettings::new(options.node_id, options.data_path.clone());
     raft.snapshot_every = options.snapshot_every.max(1);
+    let api_listen = endpoint(&options.port)?;
+    let peer_listen = endpoint(&options.peer_port)?;
+    let bootstrap = match (&options.cluster, options.join) {
+        (_, true) => Bootstrap::Join,
+        (Some(path), false) => {
+            let file = ClusterFile::load(path)?;
+            if file.entry(options.node_id).is_none() {
+                anyhow::bail!("node id {} is not in {}", options.node_id, path.display());
+            }
+            Bootstrap::Members(file.members())
+        }
+        (None, false) => Bootstrap::Single,
+    };
+    let advertise = |addr: SocketAddr| {
+        options
+            .advertise_host
+            .as_ref()
+            .map(|host| format!("{host}:{}", addr.port()))
+    };
     let settings = ControlSettings {
         certificates_directory: options.certificates_directory.clone(),
-        api_listen: endpoint(&options.port)?,
+        api_listen,
         agent_listen: endpoint(&options.agent_port)?,
+        peer_listen,
+        peer_advertise: advertise(peer_listen),
+        api_advertise: advertise(api_listen),
+        bootstrap,
         raft,
         leader_wait: Duration::from_secs_f64(options.leader_wait.max(0.0)),
         state_expiry: Duration::from_secs_f64(options.state_expiry.max(1.0)),
@@ -120,8 +160,8 @@ async fn main() -> anyhow::Result<()> {
     let running = control::start(settings).await?;
     // Announce the bound ports on stdout, for supervisors that start us on port 0.
     println!(
-        "flocker-control listening api={} agent={}",
-        running.api_addr, running.agent_addr
+        "flocker-control listening api={} agent={} peer={}",
+        running.api_addr, running.agent_addr, running.peer_addr
     );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

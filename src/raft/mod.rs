@@ -12,6 +12,8 @@ use crate::model::{Command, Outcome};
 
 pub mod network;
 pub mod node;
+pub mod peer_server;
+pub mod read_index;
 pub mod state_machine;
 
 /// How a control node is reached by its peers and by clients.

@@ -28,7 +28,7 @@ pub(crate) struct Pattern {
 }
 
 impl Pattern {
-    fn new(python: &'static str, rust: &'static str) -> Pattern {
+    pub(crate) fn new(python: &'static str, rust: &'static str) -> Pattern {
         Pattern {
             python,
             regex: Regex::new(rust).ok(),

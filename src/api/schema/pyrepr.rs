@@ -330,7 +330,7 @@ pub(crate) fn unicode_repr(s: &str) -> String {
             out.push_str("\\n");
         } else if ch == '\r' {
             out.push_str("\\r");
-        } else if code < 0x20 || code >= 0x7f {
+        } else if !(0x20..0x7f).contains(&code) {
             push_hex(&mut out, "\\x", code, 2);
         } else {
             out.push(ch);
@@ -357,7 +357,7 @@ pub(crate) fn bytes_repr(s: &str) -> String {
             out.push_str("\\n");
         } else if ch == '\r' {
             out.push_str("\\r");
-        } else if b < 0x20 || b >= 0x7f {
+        } else if !(0x20..0x7f).contains(&b) {
             push_hex(&mut out, "\\x", u32::from(b), 2);
         } else {
             out.push(ch);
@@ -563,7 +563,7 @@ mod tests {
             (5e-324, "5e-324"),
             (123456.789, "123456.789"),
             // A tie between two shortest candidates: round half to even.
-            (652096281946227.25, "652096281946227.2"),
+            (652_096_281_946_227.0 + 0.25, "652096281946227.2"),
             (f64::INFINITY, "inf"),
             (f64::NEG_INFINITY, "-inf"),
         ];
