@@ -95,7 +95,10 @@ impl ClusterFile {
                 bail!("control node id {} appears twice", entry.id);
             }
         }
-        if !matches!(self.agents.backend.as_str(), "auto" | "loopback" | "directory") {
+        if !matches!(
+            self.agents.backend.as_str(),
+            "auto" | "loopback" | "directory"
+        ) {
             bail!(
                 "agents.backend must be auto, loopback or directory, not {:?}",
                 self.agents.backend
@@ -150,7 +153,10 @@ mod tests {
     fn bad_files_are_refused_with_a_reason() {
         assert!(ClusterFile::parse("").is_err());
         let twice = "[[control]]\nid = 1\n[[control]]\nid = 1\n";
-        assert!(ClusterFile::parse(twice).unwrap_err().to_string().contains("twice"));
+        assert!(ClusterFile::parse(twice)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         let unknown = "[[control]]\nid = 1\ncolour = \"red\"\n";
         assert!(ClusterFile::parse(unknown).is_err());
         let backend = "[[control]]\nid = 1\n[agents]\nbackend = \"zfs\"\n";

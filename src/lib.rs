@@ -1,5 +1,5 @@
 //! Flocker control plane, highly available.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod api;
@@ -7,6 +7,7 @@ pub mod ca;
 pub mod client;
 pub mod cluster_config;
 pub mod control;
+pub mod local_cluster;
 pub mod model;
 pub mod raft;
 pub mod server;

@@ -46,7 +46,12 @@ pub fn status_json(ctx: &ApiContext) -> Value {
     let learners: Vec<NodeId> = membership.learner_ids().collect();
     let nodes: serde_json::Map<String, Value> = membership
         .nodes()
-        .map(|(id, node)| (id.to_string(), json!({"raft_addr": node.raft_addr, "api_addr": node.api_addr})))
+        .map(|(id, node)| {
+            (
+                id.to_string(),
+                json!({"raft_addr": node.raft_addr, "api_addr": node.api_addr}),
+            )
+        })
         .collect();
     let replication = metrics.replication.as_ref().map(|r| {
         r.iter()
@@ -106,17 +111,35 @@ async fn run(ctx: &ApiContext, request: AdminRequest) -> Result<Response, ApiErr
 }
 
 async fn add_member(State(ctx): Ctx, bytes: Bytes) -> Result<Response, ApiError> {
-    let NewMember { id, raft_addr, api_addr } = decode(&bytes)?;
+    let NewMember {
+        id,
+        raft_addr,
+        api_addr,
+    } = decode(&bytes)?;
     if id == 0 || raft_addr.is_empty() {
-        return Err(ApiError::BadRequest("\"id\" must be positive and \"raft_addr\" non-empty.".into()));
+        return Err(ApiError::BadRequest(
+            "\"id\" must be positive and \"raft_addr\" non-empty.".into(),
+        ));
     }
-    run(&ctx, AdminRequest::AddLearner { id, node: ControlNode { raft_addr, api_addr } }).await
+    run(
+        &ctx,
+        AdminRequest::AddLearner {
+            id,
+            node: ControlNode {
+                raft_addr,
+                api_addr,
+            },
+        },
+    )
+    .await
 }
 
 async fn set_voters(State(ctx): Ctx, bytes: Bytes) -> Result<Response, ApiError> {
     let Voters { voters } = decode(&bytes)?;
     if voters.is_empty() {
-        return Err(ApiError::BadRequest("\"voters\" must name at least one node.".into()));
+        return Err(ApiError::BadRequest(
+            "\"voters\" must name at least one node.".into(),
+        ));
     }
     run(&ctx, AdminRequest::SetVoters { voters }).await
 }

@@ -45,12 +45,13 @@
 mod defs;
 mod pyrepr;
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
 
 use defs::{Kw, Schema};
-use pyrepr::{bytes_list_repr, bytes_repr, dict_items, py_eq, py_order, value_repr, PyNum};
+use pyrepr::{bytes_list_repr, bytes_repr, dict_items, equality_key, py_order, value_repr, PyNum};
 
 /// The request bodies that are validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,10 +281,10 @@ fn check_keyword(schema: &Schema, keyword: &Kw, instance: &Value, out: &mut Vec<
         }
         Kw::UniqueItems => {
             if let Value::Array(items) = instance {
-                let duplicate = items
+                let mut seen = HashSet::with_capacity(items.len());
+                let duplicate = !items
                     .iter()
-                    .enumerate()
-                    .any(|(i, a)| items[i + 1..].iter().any(|b| py_eq(a, b, true)));
+                    .all(|item| seen.insert(equality_key(item, true)));
                 if duplicate {
                     out.push(format!("{} has non-unique elements", r()));
                 }

@@ -17,13 +17,13 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
-    ReplicationClosed, StreamingError, Timeout, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{Snapshot, SnapshotMeta, Vote};
 use serde::de::DeserializeOwned;
@@ -286,11 +286,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 }
 
 /// `(leader vote, snapshot meta, snapshot bytes)`.
-pub type SnapshotRequest = (
-    Vote<NodeId>,
-    SnapshotMeta<NodeId, ControlNode>,
-    Vec<u8>,
-);
+pub type SnapshotRequest = (Vote<NodeId>, SnapshotMeta<NodeId, ControlNode>, Vec<u8>);
 
 /// Rebuild a received snapshot for `install_full_snapshot`.
 pub fn snapshot_of(meta: SnapshotMeta<NodeId, ControlNode>, data: Vec<u8>) -> Snapshot<TypeConfig> {

@@ -83,11 +83,18 @@ impl From<ConsensusError> for WireError {
 /// Membership and status requests, served by the leader (forwarded there if needed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AdminRequest {
-    AddLearner { id: NodeId, node: ControlNode },
+    AddLearner {
+        id: NodeId,
+        node: ControlNode,
+    },
     /// Make exactly these nodes the voters (two-phase joint consensus inside openraft).
-    SetVoters { voters: BTreeSet<NodeId> },
+    SetVoters {
+        voters: BTreeSet<NodeId>,
+    },
     /// Remove a node entirely (voter or learner).
-    Remove { id: NodeId },
+    Remove {
+        id: NodeId,
+    },
 }
 
 pub struct Consensus {
@@ -121,7 +128,14 @@ impl Consensus {
         let network = PeerNetwork {
             http: peers.clone(),
         };
-        let raft = Raft::new(settings.id, Arc::new(config), network, log_store, state.clone()).await?;
+        let raft = Raft::new(
+            settings.id,
+            Arc::new(config),
+            network,
+            log_store,
+            state.clone(),
+        )
+        .await?;
         Ok(Arc::new(Consensus {
             id: settings.id,
             raft,
@@ -163,11 +177,18 @@ impl Consensus {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let reply: Result<Result<Outcome, WireError>, PeerError> = self
                 .peers
-                .call(leader.0, &leader.1.raft_addr, PATH_WRITE, &(command.clone(), remaining), remaining + Duration::from_millis(500))
+                .call(
+                    leader.0,
+                    &leader.1.raft_addr,
+                    PATH_WRITE,
+                    &(command.clone(), remaining),
+                    remaining + Duration::from_millis(500),
+                )
                 .await;
             match reply {
                 Ok(Ok(outcome)) => return Ok(outcome),
-                Ok(Err(WireError::NotLeader(_))) | Err(PeerError::Unreachable(_) | PeerError::Refused(_))
+                Ok(Err(WireError::NotLeader(_)))
+                | Err(PeerError::Unreachable(_) | PeerError::Refused(_))
                     if hops < MAX_HOPS && Instant::now() < deadline =>
                 {
                     // The leader moved or is gone; nothing was applied. Wait for news.
@@ -192,7 +213,8 @@ impl Consensus {
         deadline: Instant,
     ) -> Result<Outcome, ConsensusError> {
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.raft.client_write(command.clone()));
+            let attempt =
+                tokio::time::timeout_at(deadline, self.raft.client_write(command.clone()));
             match attempt.await {
                 Ok(Ok(response)) => return Ok(response.data),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
@@ -249,7 +271,9 @@ impl Consensus {
                 }
             };
             let mut applied = self.state.subscribe();
-            return match tokio::time::timeout_at(deadline, applied.wait_for(|a| a.index >= index)).await {
+            return match tokio::time::timeout_at(deadline, applied.wait_for(|a| a.index >= index))
+                .await
+            {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(_)) => Err(ConsensusError::Stopped("state machine closed".into())),
                 Err(_) => Err(ConsensusError::Unavailable(
@@ -265,7 +289,13 @@ impl Consensus {
             Err(ConsensusError::NotLeader(id, node)) => {
                 let reply: Result<Result<u64, WireError>, PeerError> = self
                     .peers
-                    .call(id, &node.raft_addr, PATH_READ_INDEX, &budget, budget + Duration::from_millis(500))
+                    .call(
+                        id,
+                        &node.raft_addr,
+                        PATH_READ_INDEX,
+                        &budget,
+                        budget + Duration::from_millis(500),
+                    )
                     .await;
                 match reply {
                     Ok(Ok(index)) => Ok(index),
@@ -305,7 +335,10 @@ impl Consensus {
     }
 
     /// A reads-coalesced local read index, for followers asking this (leader) node.
-    pub async fn serve_read_index(self: &Arc<Self>, budget: Duration) -> Result<u64, ConsensusError> {
+    pub async fn serve_read_index(
+        self: &Arc<Self>,
+        budget: Duration,
+    ) -> Result<u64, ConsensusError> {
         let me = self.clone();
         self.reads
             .read_index(move || {
@@ -323,7 +356,13 @@ impl Consensus {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 let reply: Result<Result<(), WireError>, PeerError> = self
                     .peers
-                    .call(id, &node.raft_addr, PATH_ADMIN, &request, remaining.max(Duration::from_secs(1)))
+                    .call(
+                        id,
+                        &node.raft_addr,
+                        PATH_ADMIN,
+                        &request,
+                        remaining.max(Duration::from_secs(1)),
+                    )
                     .await;
                 match reply {
                     Ok(result) => result.map_err(from_wire),
@@ -348,7 +387,9 @@ impl Consensus {
                 let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
                 let change = if voters.contains(&id) {
                     if voters.len() == 1 {
-                        return Err(ConsensusError::Invalid("cannot remove the last voter".into()));
+                        return Err(ConsensusError::Invalid(
+                            "cannot remove the last voter".into(),
+                        ));
                     }
                     // Not retained as a learner: the node leaves the cluster entirely.
                     ChangeMembers::RemoveVoters([id].into())
@@ -404,11 +445,18 @@ impl Consensus {
         let mut metrics = self.raft.metrics();
         let step = Instant::now() + Duration::from_millis(200);
         loop {
-            if metrics.borrow_and_update().current_leader.is_some_and(|l| l != old) {
+            if metrics
+                .borrow_and_update()
+                .current_leader
+                .is_some_and(|l| l != old)
+            {
                 return;
             }
             let until = step.min(deadline);
-            if tokio::time::timeout_at(until, metrics.changed()).await.is_err() {
+            if tokio::time::timeout_at(until, metrics.changed())
+                .await
+                .is_err()
+            {
                 // Even if nothing changed, retry: the old leader may be back.
                 return;
             }

@@ -40,7 +40,11 @@ pub fn router(consensus: Arc<Consensus>) -> Router {
 }
 
 /// Refuse a request meant for another node id, and decode its body.
-fn accept<T: DeserializeOwned>(id: NodeId, headers: &HeaderMap, body: &Bytes) -> Result<T, Response> {
+fn accept<T: DeserializeOwned>(
+    id: NodeId,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Response> {
     let target = headers
         .get(TARGET_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -75,9 +79,11 @@ async fn vote(State(c): Ctx, headers: HeaderMap, body: Bytes) -> Response {
 
 async fn snapshot(State(c): Ctx, headers: HeaderMap, body: Bytes) -> Response {
     match accept::<SnapshotRequest>(c.id, &headers, &body) {
-        Ok((vote, meta, data)) => {
-            reply(&c.raft.install_full_snapshot(vote, snapshot_of(meta, data)).await)
-        }
+        Ok((vote, meta, data)) => reply(
+            &c.raft
+                .install_full_snapshot(vote, snapshot_of(meta, data))
+                .await,
+        ),
         Err(refusal) => refusal,
     }
 }
@@ -87,7 +93,10 @@ async fn write(State(c): Ctx, headers: HeaderMap, body: Bytes) -> Response {
     match accept::<(Command, Duration)>(c.id, &headers, &body) {
         Ok((command, budget)) => {
             let deadline = tokio::time::Instant::now() + budget.min(Duration::from_secs(60));
-            let result = c.write_local(command, deadline).await.map_err(WireError::from);
+            let result = c
+                .write_local(command, deadline)
+                .await
+                .map_err(WireError::from);
             reply(&result)
         }
         Err(refusal) => refusal,

@@ -92,14 +92,10 @@ impl PyInt {
         rem != 0
     }
 
-    /// Python's `int == float`: exact, never via rounding the int.
-    fn eq_float(&self, f: f64) -> bool {
-        if !f.is_finite() || f.fract() != 0.0 {
-            return false;
-        }
-        // `{:.0}` prints the exact decimal expansion of an integral double.
-        let text = format!("{f:.0}");
-        PyInt::from_text(&text) == *self
+    /// Decimal text with sign (no `L`).
+    fn decimal(&self) -> String {
+        let sign = if self.negative { "-" } else { "" };
+        format!("{sign}{}", self.digits)
     }
 
     /// Python's `int < float` etc. (exact).
@@ -187,12 +183,20 @@ impl PyNum {
         }
     }
 
-    /// Python `==` between two numbers.
-    pub(crate) fn py_eq(&self, other: &PyNum) -> bool {
-        match (self, other) {
-            (PyNum::Int(a), PyNum::Int(b)) => a == b,
-            (PyNum::Float(a), PyNum::Float(b)) => a == b,
-            (PyNum::Int(i), PyNum::Float(f)) | (PyNum::Float(f), PyNum::Int(i)) => i.eq_float(*f),
+    /// A text that two numbers share exactly when Python's `==` holds
+    /// between them (`1 == 1.0 == 1e0`, `0 == -0.0`; ints and floats are
+    /// compared exactly, never by rounding the int).
+    pub(crate) fn equality_key(&self) -> String {
+        match self {
+            PyNum::Int(i) => i.decimal(),
+            // `{:.0}` prints the exact decimal expansion of an integral
+            // double.
+            PyNum::Float(f) if f.is_finite() && f.fract() == 0.0 => {
+                PyInt::from_text(&format!("{f:.0}")).decimal()
+            }
+            // Non-integral: the repr has a '.' or a negative exponent, or is
+            // `inf`/`-inf`; it identifies the double.
+            PyNum::Float(f) => float_repr(*f),
         }
     }
 }
@@ -416,34 +420,56 @@ fn write_repr(out: &mut String, value: &Value) {
     }
 }
 
-/// Python `==` between two decoded values. `top_level_unbool` reproduces
-/// jsonschema's `unbool` hack for `uniqueItems`: at the top level of the
-/// array, `True`/`False` are distinct from `1`/`0`; nested inside lists and
-/// dicts they are plain Python bools (`True == 1 == 1.0`).
-pub(crate) fn py_eq(a: &Value, b: &Value, top_level_unbool: bool) -> bool {
-    match (a, b) {
-        (Value::Null, Value::Null) => true,
-        (Value::Bool(x), Value::Bool(y)) => x == y,
-        (Value::Bool(x), Value::Number(n)) | (Value::Number(n), Value::Bool(x)) => {
-            !top_level_unbool
-                && PyNum::from_json(n).py_eq(&PyNum::Int(PyInt::from_text(if *x {
-                    "1"
-                } else {
-                    "0"
-                })))
+/// A text that two decoded values share exactly when Python's `==` holds
+/// between them, so that `uniqueItems` can use a hash set (the original
+/// uses a `set`, or for unhashable lists/dicts sorts them and compares
+/// neighbours). `top_level_unbool` reproduces jsonschema's `unbool` hack:
+/// at the top level of the array `True`/`False` are distinct from `1`/`0`;
+/// nested inside lists and dicts they are plain Python bools
+/// (`True == 1 == 1.0`).
+pub(crate) fn equality_key(value: &Value, top_level_unbool: bool) -> String {
+    let mut out = String::new();
+    write_equality_key(&mut out, value, top_level_unbool);
+    out
+}
+
+fn write_equality_key(out: &mut String, value: &Value, top_level_unbool: bool) {
+    match value {
+        Value::Null => out.push('N'),
+        Value::Bool(b) if top_level_unbool => out.push(if *b { 'T' } else { 'F' }),
+        Value::Bool(b) => out.push_str(if *b { "n1" } else { "n0" }),
+        Value::Number(n) => {
+            out.push('n');
+            out.push_str(&PyNum::from_json(n).equality_key());
         }
-        (Value::Number(x), Value::Number(y)) => PyNum::from_json(x).py_eq(&PyNum::from_json(y)),
-        (Value::String(x), Value::String(y)) => x == y,
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q, false))
+        Value::String(s) => write_key_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for item in items {
+                write_equality_key(out, item, false);
+                out.push(',');
+            }
+            out.push(']');
         }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w, false)))
+        Value::Object(map) => {
+            // serde_json's map iterates in sorted key order: canonical.
+            out.push('{');
+            for (key, item) in map {
+                write_key_string(out, key);
+                out.push('=');
+                write_equality_key(out, item, false);
+                out.push(',');
+            }
+            out.push('}');
         }
-        _ => false,
     }
+}
+
+/// Length-prefixed, so that no string content can be mistaken for
+/// structure.
+fn write_key_string(out: &mut String, s: &str) {
+    out.push_str(&format!("s{}:", s.len()));
+    out.push_str(s);
 }
 
 // ---------------------------------------------------------------------------
@@ -600,8 +626,6 @@ mod tests {
         assert!(PyInt::from_text("1180591620717411303425").has_remainder(1024));
         assert!(!PyInt::from_text("1073741824").has_remainder(1024));
         assert!(PyInt::from_text("1073741825").has_remainder(1024));
-        assert!(PyInt::from_text("1").eq_float(1.0));
-        assert!(!PyInt::from_text("1").eq_float(1.5));
         assert!(
             PyInt::from_text("9007199254740993").cmp_float(9007199254740992.0)
                 == Some(Ordering::Greater)
@@ -609,6 +633,46 @@ mod tests {
         assert!(PyInt::from_text("1").cmp_float(1.5) == Some(Ordering::Less));
         assert!(PyInt::from_text("2").cmp_float(1.5) == Some(Ordering::Greater));
         assert!(PyInt::from_text("-2").cmp_float(-1.5) == Some(Ordering::Less));
+    }
+
+    fn key(text: &str) -> String {
+        let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        equality_key(&value, true)
+    }
+
+    #[test]
+    fn equality_keys_follow_python_eq() {
+        let same = [
+            ("1", "1.0"),
+            ("1", "1e0"),
+            ("0", "-0.0"),
+            ("-0", "0"),
+            ("9007199254740992", "9007199254740992.0"),
+            ("1e400", "2e400"),
+            ("[1, true]", "[1.0, 1]"),
+            (r#"{"a": false}"#, r#"{"a": 0}"#),
+            (r#"{"a": 1, "b": [null]}"#, r#"{"b": [null], "a": 1.0}"#),
+            (r#""x""#, r#""x""#),
+        ];
+        for (a, b) in same {
+            assert_eq!(key(a), key(b), "{a} == {b}");
+        }
+        let different = [
+            ("true", "1"),
+            ("false", "0"),
+            ("true", "false"),
+            ("9007199254740993", "9007199254740992.0"),
+            ("1.5", "1"),
+            (r#""1""#, "1"),
+            ("null", "0"),
+            ("[1]", "[1, 1]"),
+            (r#"["a,b"]"#, r#"["a", "b"]"#),
+            (r#"{"a": 1}"#, r#"{"a": 1, "b": 1}"#),
+            ("[]", "{}"),
+        ];
+        for (a, b) in different {
+            assert_ne!(key(a), key(b), "{a} != {b}");
+        }
     }
 
     #[test]
