@@ -129,11 +129,11 @@ pub async fn start(settings: ControlSettings) -> anyhow::Result<RunningControl> 
         }
     }
 
-    let ctx = Arc::new(ApiContext {
-        consensus: consensus.clone(),
-        tags: TagFormat::new(cluster_id),
-        leader_wait: settings.leader_wait,
-    });
+    let ctx = Arc::new(ApiContext::new(
+        consensus.clone(),
+        TagFormat::new(cluster_id),
+        settings.leader_wait,
+    ));
     tasks.extend([
         tokio::spawn(crate::server::serve(
             api_listener,

@@ -165,6 +165,8 @@ enum Op {
         links: Vec<(usize, u16, u16)>,
         /// (dataset reference index, mountpoint index).
         volume: Option<(usize, usize)>,
+        /// Put the container on the node of its volume's dataset, when that exists.
+        follow_dataset: bool,
         policy: usize,
     },
     MoveContainer {
@@ -226,7 +228,7 @@ fn pre() -> impl Strategy<Value = Pre> {
 
 fn dataset_ops() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (
+        3 => (
             pre(),
             0..CREATABLE_IDS,
             node_index(),
@@ -242,10 +244,10 @@ fn dataset_ops() -> impl Strategy<Value = Op> {
                     metadata,
                 }
             ),
-        (pre(), dataset_index(), prop::option::of(0..NODES))
+        1 => (pre(), dataset_index(), prop::option::of(0..NODES))
             .prop_map(|(pre, id, primary)| Op::MoveDataset { pre, id, primary }),
-        (pre(), dataset_index()).prop_map(|(pre, id)| Op::DeleteDataset { pre, id }),
-        (pre(), 0..CONTAINER_NAMES.len(), any::<bool>(), 0..NODES).prop_map(
+        1 => (pre(), dataset_index()).prop_map(|(pre, id)| Op::DeleteDataset { pre, id }),
+        1 => (pre(), 0..CONTAINER_NAMES.len(), any::<bool>(), 0..NODES).prop_map(
             |(pre, name, delete, primary)| Op::TouchMountedDataset {
                 pre,
                 name,
@@ -263,15 +265,17 @@ fn container_ops() -> impl Strategy<Value = Op> {
         prop::collection::vec((1u16..3, 0..EXTERNAL_PORTS.len()), 0..3),
         prop::collection::vec((0..ALIASES.len(), 1u16..4, 1u16..3), 0..3),
         prop::option::of((dataset_index(), 0..MOUNTPOINTS.len())),
+        any::<bool>(),
         0..3usize,
     )
         .prop_map(
-            |(name, node, ports, links, volume, policy)| Op::CreateContainer {
+            |(name, node, ports, links, volume, follow_dataset, policy)| Op::CreateContainer {
                 name,
                 node,
                 ports,
                 links,
                 volume,
+                follow_dataset,
                 policy,
             },
         );
@@ -830,9 +834,17 @@ impl Run {
                 ports,
                 links,
                 volume,
+                follow_dataset,
                 policy,
             } => {
-                let mut container = sample_container(CONTAINER_NAMES[*name], node(*on));
+                let mut on = node(*on);
+                if let (Some((dataset, _)), true) = (volume, follow_dataset) {
+                    let id = dataset_ref(*dataset);
+                    if let Some(d) = self.reference.datasets.iter().find(|d| d.dataset_id == id) {
+                        on = d.primary;
+                    }
+                }
+                let mut container = sample_container(CONTAINER_NAMES[*name], on);
                 // The API sorts ports; links stay in request order for the checks.
                 container.ports = ports
                     .iter()
@@ -1026,7 +1038,11 @@ fn run(ops: &[(Op, u64)]) -> Result<Run, TestCaseError> {
 // Properties
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig {
+        cases: 400,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     // apply agrees with the reference model after every command: same outcome (and
     // rejection kind), same configuration and cluster state, and a configuration version

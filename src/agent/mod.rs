@@ -4,4 +4,5 @@
 //! server, mounted on every control node's agent port.
 
 pub mod control_side;
+pub mod dataset;
 pub mod protocol;

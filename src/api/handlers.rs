@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -143,22 +143,55 @@ pub async fn version() -> Response {
     json_response(StatusCode::OK, json!({ "flocker": FLOCKER_VERSION }))
 }
 
-pub async fn list_datasets(State(ctx): Ctx, RawQuery(query): RawQuery) -> ApiResult {
+pub async fn list_datasets(
+    State(ctx): Ctx,
+    method: Method,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     ctx.read_barrier(&query).await?;
-    let (body, version) = {
-        let state = ctx.consensus.state.read();
+    let version = ctx.consensus.state.applied().config;
+    // HEAD is the cheap way to learn the tag: no need to render a body nobody reads.
+    let (version, body) = if method == Method::HEAD {
+        (version, Bytes::from_static(b"[]"))
+    } else {
+        ctx.rendered_datasets()
+    };
+    let mut response = (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    let tag = HeaderValue::from_str(&ctx.tags.render(version)).expect("hex is a valid header");
+    response.headers_mut().insert(TAG_HEADER, tag);
+    Ok(response)
+}
+
+impl ApiContext {
+    /// The dataset list as JSON and the configuration version it shows, rendered at most
+    /// once per version.
+    fn rendered_datasets(&self) -> (u64, Bytes) {
+        let state = self.consensus.state.read();
+        let version = state.config.version;
+        let mut cache = self
+            .datasets_cache
+            .lock()
+            .expect("render cache lock poisoned");
+        if let Some((cached, body)) = cache.as_ref() {
+            if *cached == version {
+                return (version, body.clone());
+            }
+        }
         let list: Vec<Value> = state
             .config
             .datasets
             .values()
             .map(render::dataset)
             .collect();
-        (Value::Array(list), state.config.version)
-    };
-    let mut response = json_response(StatusCode::OK, body);
-    let tag = HeaderValue::from_str(&ctx.tags.render(version)).expect("hex is a valid header");
-    response.headers_mut().insert(TAG_HEADER, tag);
-    Ok(response)
+        let body = Bytes::from(serde_json::to_vec(&list).expect("JSON values serialize"));
+        *cache = Some((version, body.clone()));
+        (version, body)
+    }
 }
 
 /// Run a conditional dataset command and render its dataset.

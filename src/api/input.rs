@@ -145,17 +145,22 @@ fn links(value: Option<&Value>) -> Vec<Link> {
         .collect()
 }
 
-fn restart_policy(value: Option<&Value>) -> RestartPolicy {
+fn restart_policy(value: Option<&Value>) -> Result<RestartPolicy, ApiError> {
     let Some(policy) = value else {
-        return RestartPolicy::Never;
+        return Ok(RestartPolicy::Never);
     };
-    match policy.get("name").and_then(Value::as_str) {
+    Ok(match policy.get("name").and_then(Value::as_str) {
         Some("always") => RestartPolicy::Always,
+        // The schema bounds the count below only; a count too large to store must not
+        // silently become "no maximum".
         Some("on-failure") => RestartPolicy::OnFailure {
-            maximum_retry_count: policy.get("maximum_retry_count").and_then(Value::as_u64),
+            maximum_retry_count: match policy.get("maximum_retry_count") {
+                Some(count) => Some(size_field(count, "maximum_retry_count")?),
+                None => None,
+            },
         },
         _ => RestartPolicy::Never,
-    }
+    })
 }
 
 /// A normalised absolute path: `.`, `..`, empty segments and a trailing `/` resolved.
@@ -208,7 +213,7 @@ pub fn container_create(body: &Value) -> Result<Container, ApiError> {
         ports: ports(body.get("ports"))?,
         links: links(body.get("links")),
         environment: string_map(body.get("environment")),
-        restart_policy: restart_policy(body.get("restart_policy")),
+        restart_policy: restart_policy(body.get("restart_policy"))?,
         command_line: body
             .get("command_line")
             .and_then(Value::as_array)
@@ -294,6 +299,22 @@ mod tests {
         ])))
         .unwrap();
         assert_eq!(sorted[0].external, 8);
+    }
+
+    #[test]
+    fn retry_counts_too_large_to_store_are_refused() {
+        let policy = json!({"name": "on-failure", "maximum_retry_count": 5});
+        assert_eq!(
+            restart_policy(Some(&policy)).unwrap(),
+            RestartPolicy::OnFailure {
+                maximum_retry_count: Some(5)
+            }
+        );
+        let huge: Value = serde_json::from_str(
+            r#"{"name": "on-failure", "maximum_retry_count": 1000000000000000000000000000000}"#,
+        )
+        .unwrap();
+        assert!(restart_policy(Some(&huge)).is_err());
     }
 
     #[test]

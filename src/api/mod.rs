@@ -36,6 +36,20 @@ pub struct ApiContext {
     pub tags: TagFormat,
     /// How long a request waits for a leader before answering 503.
     pub leader_wait: Duration,
+    /// The last rendered `GET /v1/configuration/datasets` body and the configuration
+    /// version it shows: reads between two writes are served without re-rendering.
+    pub datasets_cache: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
+}
+
+impl ApiContext {
+    pub fn new(consensus: Arc<Consensus>, tags: TagFormat, leader_wait: Duration) -> Self {
+        ApiContext {
+            consensus,
+            tags,
+            leader_wait,
+            datasets_cache: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 pub fn router(ctx: Arc<ApiContext>) -> Router {

@@ -169,9 +169,9 @@ impl AgentConfig {
     pub fn parse(text: &str, certificates: &Path) -> Result<AgentConfig, String> {
         let document: Value =
             serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-        let top = document
-            .as_mapping()
-            .ok_or("the document must be a mapping with `version`, `control-service` and `dataset`")?;
+        let top = document.as_mapping().ok_or(
+            "the document must be a mapping with `version`, `control-service` and `dataset`",
+        )?;
         check_version(top.get("version"))?;
         let control_services = control_services(
             top.get("control-service")
@@ -180,9 +180,9 @@ impl AgentConfig {
         let backend = backend(top.get("dataset").ok_or("`dataset` is required")?)?;
         let era = match top.get("era") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(
-                Uuid::parse_str(s).map_err(|_| format!("`era` must be a UUID, not {s:?}"))?,
-            ),
+            Some(Value::String(s)) => {
+                Some(Uuid::parse_str(s).map_err(|_| format!("`era` must be a UUID, not {s:?}"))?)
+            }
             Some(other) => return Err(format!("`era` must be a UUID string, not {}", show(other))),
         };
         Ok(AgentConfig {
@@ -261,7 +261,12 @@ fn control_service(m: &Mapping, place: &str) -> Result<ControlServiceAddress, St
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0)
-            .ok_or_else(|| format!("`{place}.port` must be an integer from 1 to 65535, not {}", show(v)))?,
+            .ok_or_else(|| {
+                format!(
+                    "`{place}.port` must be an integer from 1 to 65535, not {}",
+                    show(v)
+                )
+            })?,
     };
     Ok(ControlServiceAddress { hostname, port })
 }
@@ -301,7 +306,12 @@ fn backend(value: &Value) -> Result<BackendConfig, String> {
         .ok_or("`dataset` must be a mapping with `backend`")?;
     let name = match m.get("backend") {
         Some(Value::String(s)) => s.as_str(),
-        Some(other) => return Err(format!("`dataset.backend` must be a string, not {}", show(other))),
+        Some(other) => {
+            return Err(format!(
+                "`dataset.backend` must be a string, not {}",
+                show(other)
+            ))
+        }
         None => return Err("`dataset.backend` is required (loopback or directory)".into()),
     };
     match name {
@@ -309,12 +319,21 @@ fn backend(value: &Value) -> Result<BackendConfig, String> {
             reject_unknown(
                 m,
                 "dataset",
-                &["backend", "root_path", "compute_instance_id", "allocation_unit", "mount_root"],
+                &[
+                    "backend",
+                    "root_path",
+                    "compute_instance_id",
+                    "allocation_unit",
+                    "mount_root",
+                ],
             )?;
             let allocation_unit = match m.get("allocation_unit") {
                 None | Some(Value::Null) => 1,
                 Some(v) => v.as_u64().filter(|u| *u > 0).ok_or_else(|| {
-                    format!("`dataset.allocation_unit` must be a positive integer (bytes), not {}", show(v))
+                    format!(
+                        "`dataset.allocation_unit` must be a positive integer (bytes), not {}",
+                        show(v)
+                    )
                 })?,
             };
             Ok(BackendConfig::Loopback(LoopbackConfig {
@@ -349,8 +368,13 @@ fn path(m: &Mapping, key: &str, default: &str) -> Result<PathBuf, String> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(PathBuf::from(default)),
         Some(Value::String(s)) if Path::new(s).is_absolute() => Ok(PathBuf::from(s)),
-        Some(Value::String(s)) => Err(format!("`dataset.{key}` must be an absolute path, not {s:?}")),
-        Some(other) => Err(format!("`dataset.{key}` must be a path, not {}", show(other))),
+        Some(Value::String(s)) => Err(format!(
+            "`dataset.{key}` must be an absolute path, not {s:?}"
+        )),
+        Some(other) => Err(format!(
+            "`dataset.{key}` must be a path, not {}",
+            show(other)
+        )),
     }
 }
 
@@ -390,7 +414,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             c.control_services,
-            vec![ControlServiceAddress { hostname: "10.0.0.1".into(), port: 4524 }]
+            vec![ControlServiceAddress {
+                hostname: "10.0.0.1".into(),
+                port: 4524
+            }]
         );
         assert_eq!(
             c.backend,
@@ -414,7 +441,9 @@ mod tests {
         assert_eq!(c.control_services.len(), 2);
         assert_eq!(c.control_services[0].base_url(), "https://a.example:1");
         assert_eq!(c.control_services[1].base_url(), "https://[::1]:4524");
-        assert!(matches!(c.backend, BackendConfig::Directory(ref d) if d.root_path == Path::new("/srv/d")));
+        assert!(
+            matches!(c.backend, BackendConfig::Directory(ref d) if d.root_path == Path::new("/srv/d"))
+        );
         assert!(c.era.is_some());
     }
 
@@ -441,7 +470,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text);
-            assert!(err.contains(expected), "{text:?}: {err:?} lacks {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{text:?}: {err:?} lacks {expected:?}"
+            );
         }
     }
 

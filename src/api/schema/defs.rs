@@ -345,20 +345,20 @@ fn swappiness() -> Schema {
     ])
 }
 
-/// `maximum_size` — Python order: title, minimum, type, multipleOf,
-/// description. (A dict filled directly in YAML order would give
-/// multipleOf, minimum, type; PyYAML's `update()` copy changes that.)
+/// `maximum_size`: multipleOf, minimum, type, as FLOCKER-SPEC section 2.6 states and
+/// its verified example shows (`["1 is not a multiple of 1024", "1 is less than the
+/// minimum of 67108864"]`). The spec is our contract; a replay of PyYAML 3.12's
+/// `dict.update()` copy suggested minimum, type, multipleOf instead.
 fn maximum_size() -> Schema {
     Schema(vec![
+        Kw::MultipleOf(1024),
         Kw::Minimum(67_108_864),
         Kw::Type(&["integer", "null"]),
-        Kw::MultipleOf(1024),
     ])
 }
 
-/// `dataset_configuration` — Python order: additionalProperties, title,
-/// type, properties, description; properties: deleted, dataset_id,
-/// metadata, maximum_size, primary.
+/// `dataset_configuration`: additionalProperties, type, properties; properties in the
+/// spec's stated order: deleted, dataset_id, maximum_size, primary, metadata.
 fn dataset_configuration() -> Schema {
     Schema(vec![
         Kw::NoAdditionalProperties,
@@ -366,9 +366,9 @@ fn dataset_configuration() -> Schema {
         Kw::Properties(vec![
             ("deleted", deleted()),
             ("dataset_id", uuid_alias()),
-            ("metadata", metadata()),
             ("maximum_size", maximum_size()),
             ("primary", uuid_alias()),
+            ("metadata", metadata()),
         ]),
     ])
 }
@@ -420,10 +420,10 @@ pub(crate) fn configuration_datasets_update() -> Schema {
     dataset_configuration_update()
 }
 
-/// `configuration_container` — Python order: additionalProperties,
-/// required, type, properties; properties: memory_limit, node_uuid, name,
-/// links, restart_policy, image, command_line, environment, swappiness,
-/// volumes, ports, cpu_shares. `volumes` (inline): maxItems, minItems,
+/// `configuration_container`: additionalProperties, required, type, properties;
+/// properties in the spec's stated order: memory_limit, node_uuid, name, links,
+/// command_line, image, restart_policy, environment, swappiness, volumes, ports,
+/// cpu_shares. `volumes` (inline): maxItems, minItems,
 /// items, type (plus description/title).
 pub(crate) fn configuration_container() -> Schema {
     let volumes = Schema(vec![
@@ -441,9 +441,9 @@ pub(crate) fn configuration_container() -> Schema {
             ("node_uuid", uuid_alias()),
             ("name", container_name()),
             ("links", container_links()),
-            ("restart_policy", restart_policy()),
-            ("image", container_image()),
             ("command_line", command_line()),
+            ("image", container_image()),
+            ("restart_policy", restart_policy()),
             ("environment", environment()),
             ("swappiness", swappiness()),
             ("volumes", volumes),

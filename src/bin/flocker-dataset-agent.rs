@@ -1,0 +1,79 @@
+//! `flocker-dataset-agent`: the dataset convergence agent of one node (see
+//! `flocker::agent::dataset`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use uuid::Uuid;
+
+use flocker::agent::dataset::{self, config::DEFAULT_CONFIG_PATH, AgentConfig};
+
+/// Make this node's storage match the cluster configuration: create, attach, format,
+/// mount, move and delete datasets, and report them to the control service.
+#[derive(Debug, Parser)]
+#[command(name = "flocker-dataset-agent", version)]
+struct Options {
+    /// The agent configuration; cluster.crt, node.crt and node.key are read from its
+    /// directory.
+    #[arg(short = 'c', long = "agent-config", default_value = DEFAULT_CONFIG_PATH)]
+    agent_config: PathBuf,
+    /// Use this era instead of the boot id (lets several agents on one host pretend to
+    /// be different machines).
+    #[arg(long, env = "FLOCKER_AGENT_ERA")]
+    era: Option<Uuid>,
+    /// More logging (repeat for more).
+    #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("stopping");
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    init_logging(options.verbose);
+    let mut config = AgentConfig::load(&options.agent_config)?;
+    if options.era.is_some() {
+        config.era = options.era;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(dataset::run(config, shutdown_signal()))?;
+    Ok(())
+}
