@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flocker::agent::dataset::backend::{loopback::loop_devices, mount_table};
@@ -25,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use common::{wait_for, Single};
+use common::{wait_for, Pki, Single};
 
 /// Generous: two cores shared with concurrent compilations.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -100,7 +99,7 @@ fn cleanup_under(root: &Path) {
 
 /// Write `dir/agent.yml` plus the node's certificates for agent node `node`.
 fn agent_dir(
-    single: &Single,
+    pki: &Pki,
     sandbox: &Sandbox,
     node: usize,
     backend: &str,
@@ -108,11 +107,10 @@ fn agent_dir(
 ) -> PathBuf {
     let dir = sandbox.path.join(format!("node-{node}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let pki = &single.pki.dir;
-    let uuid = single.pki.nodes[node];
-    std::fs::copy(pki.join("cluster.crt"), dir.join("cluster.crt")).unwrap();
-    std::fs::copy(pki.join(format!("{uuid}.crt")), dir.join("node.crt")).unwrap();
-    std::fs::copy(pki.join(format!("{uuid}.key")), dir.join("node.key")).unwrap();
+    let uuid = pki.nodes[node];
+    std::fs::copy(pki.dir.join("cluster.crt"), dir.join("cluster.crt")).unwrap();
+    std::fs::copy(pki.dir.join(format!("{uuid}.crt")), dir.join("node.crt")).unwrap();
+    std::fs::copy(pki.dir.join(format!("{uuid}.key")), dir.join("node.key")).unwrap();
     let controls: String = controls
         .iter()
         .map(|c| {
@@ -388,8 +386,8 @@ async fn create_mounts_the_dataset_on_its_primary() {
     let sandbox = Sandbox::new();
     let single = Single::start().await;
     let controls = [control_address(&single)];
-    let a = InProcessAgent::start(&agent_dir(&single, &sandbox, 0, "loopback", &controls));
-    let b = InProcessAgent::start(&agent_dir(&single, &sandbox, 1, "loopback", &controls));
+    let a = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 0, "loopback", &controls));
+    let b = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 1, "loopback", &controls));
 
     let dataset = create_dataset(&single.client, a.node, Some(SIZE)).await;
     let path = sandbox.mount_path(0, &dataset);
@@ -436,8 +434,8 @@ async fn move_carries_the_data_to_the_new_primary() {
     let sandbox = Sandbox::new();
     let single = Single::start().await;
     let controls = [control_address(&single)];
-    let a = InProcessAgent::start(&agent_dir(&single, &sandbox, 0, "loopback", &controls));
-    let b = InProcessAgent::start(&agent_dir(&single, &sandbox, 1, "loopback", &controls));
+    let a = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 0, "loopback", &controls));
+    let b = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 1, "loopback", &controls));
 
     let dataset = create_dataset(&single.client, a.node, Some(SIZE)).await;
     let on_a = sandbox.mount_path(0, &dataset);
@@ -470,8 +468,8 @@ async fn a_lease_blocks_the_move_until_released() {
     let sandbox = Sandbox::new();
     let single = Single::start().await;
     let controls = [control_address(&single)];
-    let a = InProcessAgent::start(&agent_dir(&single, &sandbox, 0, "loopback", &controls));
-    let b = InProcessAgent::start(&agent_dir(&single, &sandbox, 1, "loopback", &controls));
+    let a = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 0, "loopback", &controls));
+    let b = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 1, "loopback", &controls));
 
     let dataset = create_dataset(&single.client, a.node, Some(SIZE)).await;
     let id = Uuid::parse_str(&dataset).unwrap();
@@ -540,7 +538,7 @@ async fn delete_unmounts_detaches_and_destroys() {
     let sandbox = Sandbox::new();
     let single = Single::start().await;
     let controls = [control_address(&single)];
-    let a = InProcessAgent::start(&agent_dir(&single, &sandbox, 0, "loopback", &controls));
+    let a = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 0, "loopback", &controls));
 
     let dataset = create_dataset(&single.client, a.node, Some(SIZE)).await;
     let path = sandbox.mount_path(0, &dataset);
@@ -585,8 +583,8 @@ async fn kill_9_in_the_middle_of_a_move_loses_no_data() {
     let sandbox = Sandbox::new();
     let single = Single::start().await;
     let controls = [control_address(&single)];
-    let config_a = agent_dir(&single, &sandbox, 0, "loopback", &controls);
-    let config_b = agent_dir(&single, &sandbox, 1, "loopback", &controls);
+    let config_a = agent_dir(&single.pki, &sandbox, 0, "loopback", &controls);
+    let config_b = agent_dir(&single.pki, &sandbox, 1, "loopback", &controls);
     let (node_a, node_b) = (single.pki.nodes[0], single.pki.nodes[1]);
     let log_a = sandbox.path.join("agent-a.log");
     let log_b = sandbox.path.join("agent-b.log");
@@ -669,7 +667,7 @@ async fn the_agent_fails_over_to_a_working_control_node() {
         broken_addr.to_string(),
         control_address(&single),
     ];
-    let a = InProcessAgent::start(&agent_dir(&single, &sandbox, 0, "loopback", &controls));
+    let a = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 0, "loopback", &controls));
 
     let dataset = create_dataset(&single.client, a.node, Some(SIZE)).await;
     let path = sandbox.mount_path(0, &dataset);
@@ -692,24 +690,12 @@ async fn an_unreachable_control_service_changes_nothing_locally() {
         client,
     } = Single::start().await;
     let agent_addr = control.agent_addr;
-    let single_view = Single {
-        tmp,
-        pki,
-        control,
-        client,
-    };
-    let controls = [control_address(&single_view)];
-    let a = InProcessAgent::start(&agent_dir(&single_view, &sandbox, 0, "loopback", &controls));
-    let dataset = create_dataset(&single_view.client, a.node, Some(SIZE)).await;
+    let controls = [agent_addr.to_string()];
+    let a = InProcessAgent::start(&agent_dir(&pki, &sandbox, 0, "loopback", &controls));
+    let dataset = create_dataset(&client, a.node, Some(SIZE)).await;
     let path = sandbox.mount_path(0, &dataset);
     wait_mounted(&path).await;
 
-    let Single {
-        tmp,
-        pki,
-        control,
-        client: _,
-    } = single_view;
     control.stop().await;
     wait_for("A to notice", PATIENCE, || async {
         (!a.status().connected).then_some(())
@@ -748,7 +734,7 @@ async fn the_ownership_registry_decides_between_duplicate_volumes() {
     let sandbox = Sandbox::new();
     let single = Single::start().await;
     let controls = [control_address(&single)];
-    let config_a = agent_dir(&single, &sandbox, 0, "loopback", &controls);
+    let config_a = agent_dir(&single.pki, &sandbox, 0, "loopback", &controls);
     let dataset = Uuid::new_v4();
     let unattached = sandbox.storage().join("unattached");
     std::fs::create_dir_all(&unattached).unwrap();
@@ -816,8 +802,8 @@ async fn directory_backend_creates_moves_and_deletes() {
     let sandbox = Sandbox::new();
     let single = Single::start().await;
     let controls = [control_address(&single)];
-    let a = InProcessAgent::start(&agent_dir(&single, &sandbox, 0, "directory", &controls));
-    let b = InProcessAgent::start(&agent_dir(&single, &sandbox, 1, "directory", &controls));
+    let a = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 0, "directory", &controls));
+    let b = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 1, "directory", &controls));
     let linked = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
 
     let dataset = create_dataset(&single.client, a.node, None).await;
@@ -917,13 +903,12 @@ fn median(values: &mut [Duration]) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_and_move_latency() {
     require_root();
-    static RUNS: AtomicU64 = AtomicU64::new(5);
-    let runs = RUNS.load(Ordering::Relaxed);
+    let runs = 5;
     let sandbox = Sandbox::new();
     let single = Single::start().await;
     let controls = [control_address(&single)];
-    let a = InProcessAgent::start(&agent_dir(&single, &sandbox, 0, "loopback", &controls));
-    let b = InProcessAgent::start(&agent_dir(&single, &sandbox, 1, "loopback", &controls));
+    let a = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 0, "loopback", &controls));
+    let b = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 1, "loopback", &controls));
     let (mut creates, mut moves) = (Vec::new(), Vec::new());
     let mut datasets = BTreeMap::new();
     for _ in 0..runs {
@@ -957,8 +942,6 @@ async fn create_and_move_latency() {
 // Planner properties against a simulated shared backend
 
 mod planner_properties {
-    use std::collections::BTreeMap;
-
     use flocker::agent::dataset::backend::{Observation, ObservedVolume, VolumeState};
     use flocker::agent::dataset::planner::{plan, Action, PlanInput};
     use flocker::model::{
@@ -1317,7 +1300,11 @@ mod planner_properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// No plan unmounts, detaches or destroys a dataset leased to the planning node
         /// or used by a container there (known or, when unknown, configured).
@@ -1400,8 +1387,10 @@ mod planner_properties {
                 let volume = owner.as_ref().and_then(|o| world.volumes.iter().find(|v| &v.id == o));
                 if d.deleted {
                     if let Some(v) = volume {
+                        // Destroying waits for every local user to let go.
                         let blocked = v.holder == Some(2)
-                            || v.holder.is_some_and(|h| h < 2 && world.in_use(h, *id));
+                            || v.holder.is_some_and(|h| h < 2 && world.in_use(h, *id))
+                            || world.in_use(primary, *id);
                         prop_assert!(blocked, "deleted dataset {} still has {:?}", i, v);
                     }
                     continue;
@@ -1452,6 +1441,5 @@ mod planner_properties {
             [(0, "unmount"), (0, "detach"), (1, "attach"), (1, "mount")]
         );
         assert!(world.mounted_on(1, 0));
-        let _ = BTreeMap::<(), ()>::new();
     }
 }

@@ -5,6 +5,9 @@
 //! Success messages go to stdout; failures print `Error: <reason>` on stderr
 //! and exit with status 1.
 
+// The doc comments below are `--help` text, where `<hostname>` is plain text, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -5,7 +5,7 @@
 //! lookup and collision check is then a map lookup, and a write touches one entry instead
 //! of rewriting the whole document (the original rewrote and re-hashed everything on every
 //! change). Secondary indexes (`volume_users`, `external_ports`) are maintained by
-//! [`apply`](super::apply) next to the maps they index.
+//! [`apply`](super::apply()) next to the maps they index.
 
 use std::collections::BTreeMap;
 

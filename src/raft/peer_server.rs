@@ -40,6 +40,7 @@ pub fn router(consensus: Arc<Consensus>) -> Router {
 }
 
 /// Refuse a request meant for another node id, and decode its body.
+#[allow(clippy::result_large_err)] // The error is the response itself, built once.
 fn accept<T: DeserializeOwned>(
     id: NodeId,
     headers: &HeaderMap,

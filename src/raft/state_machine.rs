@@ -1,4 +1,4 @@
-//! The openraft state machine around [`crate::model::apply`].
+//! The openraft state machine around [`crate::model::apply()`].
 //!
 //! Durability choice: the state machine is held in memory and made durable through
 //! snapshots (openraft's "persistent snapshot" option). `apply` does no I/O; the Raft log
@@ -69,6 +69,7 @@ impl std::ops::Deref for ReadView<'_> {
 
 impl StateMachine {
     /// Open the state machine, restoring it from the last durable snapshot.
+    #[allow(clippy::result_large_err)] // openraft's error type; only at start-up.
     pub fn open(snapshots: SnapshotStore) -> Result<Self, StorageError<NodeId>> {
         let (replica, seq) = match snapshots
             .load()
