@@ -16,9 +16,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flocker::agent::dataset::backend::{loopback::loop_devices, mount_table};
+use flocker::agent::dataset::backend::directory::DirectoryBackend;
+use flocker::agent::dataset::backend::loopback::{loop_devices, LoopbackBackend};
+use flocker::agent::dataset::backend::{
+    mount_table, Backend, BackendError, ObservedVolume, VolumeState,
+};
 use flocker::agent::dataset::planner::Waiting;
-use flocker::agent::dataset::{AgentConfig, AgentStatus, DatasetAgent, FAILPOINTS_ENV};
+use flocker::agent::dataset::{
+    AgentConfig, AgentStatus, DatasetAgent, DirectoryConfig, LoopbackConfig, FAILPOINTS_ENV,
+};
 use flocker::client::Client;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -790,6 +796,178 @@ async fn the_ownership_registry_decides_between_duplicate_volumes() {
         .await
         .unwrap();
     assert_eq!(reply.status.as_u16(), 409);
+}
+
+// ---------------------------------------------------------------------------
+// Backends on their own
+
+fn only_volume(backend: &dyn Backend) -> ObservedVolume {
+    let mut observation = backend.observe().unwrap();
+    assert_eq!(observation.volumes.len(), 1, "{observation:?}");
+    observation.volumes.remove(0)
+}
+
+/// Every loopback operation is idempotent, refuses what could lose data (detaching a
+/// mounted device, destroying an attached volume, taking another instance's volume),
+/// re-creates a lost loop device, and a volume moves between instances with its data.
+#[test]
+fn loopback_operations_are_idempotent_and_refuse_to_lose_data() {
+    require_root();
+    let sandbox = Sandbox::new();
+    let config = |instance: &str, mounts: usize| LoopbackConfig {
+        root_path: sandbox.storage(),
+        compute_instance_id: Some(instance.into()),
+        allocation_unit: 4096,
+        mount_root: sandbox.mount_root(mounts),
+    };
+    let here = LoopbackBackend::new(&config("here", 0), Uuid::new_v4()).unwrap();
+    let there = LoopbackBackend::new(&config("there", 1), Uuid::new_v4()).unwrap();
+    let d = Uuid::new_v4();
+    let v = here.create_volume(d, SIZE + 1).unwrap();
+    let seen = only_volume(&here);
+    assert_eq!((seen.dataset_id, seen.size), (d, SIZE + 4096));
+    assert_eq!(seen.state, VolumeState::Unattached);
+
+    here.attach(&v).unwrap();
+    here.attach(&v).unwrap();
+    assert!(matches!(
+        only_volume(&here).state,
+        VolumeState::AttachedNoFilesystem { .. }
+    ));
+    assert!(matches!(
+        there.attach(&v),
+        Err(BackendError::AttachedElsewhere { .. })
+    ));
+    assert_eq!(
+        only_volume(&there).state,
+        VolumeState::AttachedElsewhere {
+            instance: "here".into()
+        }
+    );
+    assert!(here.mount(&v, d).is_err(), "no filesystem yet");
+    here.create_filesystem(&v).unwrap();
+    here.create_filesystem(&v).unwrap();
+    assert!(matches!(
+        only_volume(&here).state,
+        VolumeState::Attached { .. }
+    ));
+    here.mount(&v, d).unwrap();
+    here.mount(&v, d).unwrap();
+    let path = here.mount_path(d);
+    assert!(
+        matches!(only_volume(&here).state, VolumeState::Mounted { path: ref p, .. } if *p == path)
+    );
+    write_file(&path, "data", b"kept");
+    assert!(matches!(here.detach(&v), Err(BackendError::Refused { .. })));
+    assert!(matches!(
+        here.destroy(&v),
+        Err(BackendError::Refused { .. })
+    ));
+    assert!(matches!(
+        there.detach(&v),
+        Err(BackendError::AttachedElsewhere { .. })
+    ));
+    assert!(mounted_at(&path).is_some());
+
+    here.unmount(&v, d).unwrap();
+    here.unmount(&v, d).unwrap();
+    assert_eq!(mounted_at(&path), None);
+    // A lost loop device (a crash, a reboot) is re-created by attaching again.
+    let file = sandbox.storage().join("attached/here").join(&v);
+    for device in devices_of(std::slice::from_ref(&file)) {
+        assert!(Command::new("losetup")
+            .args(["-d", &device])
+            .status()
+            .unwrap()
+            .success());
+    }
+    wait_until(|| devices_of(std::slice::from_ref(&file)).is_empty());
+    assert_eq!(only_volume(&here).state, VolumeState::AttachedNoDevice);
+    here.attach(&v).unwrap();
+    assert!(matches!(
+        only_volume(&here).state,
+        VolumeState::Attached { .. }
+    ));
+    here.detach(&v).unwrap();
+    here.detach(&v).unwrap();
+    assert_eq!(only_volume(&here).state, VolumeState::Unattached);
+    assert!(devices_of(&[file]).is_empty());
+
+    there.attach(&v).unwrap();
+    there.create_filesystem(&v).unwrap();
+    there.mount(&v, d).unwrap();
+    assert_eq!(
+        std::fs::read(there.mount_path(d).join("data")).unwrap(),
+        b"kept"
+    );
+    there.unmount(&v, d).unwrap();
+    there.detach(&v).unwrap();
+    here.destroy(&v).unwrap();
+    here.destroy(&v).unwrap();
+    assert!(here.observe().unwrap().volumes.is_empty());
+}
+
+/// Poll a synchronous condition with a deadline.
+fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not reached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The directory backend has the same life cycle and refusals, with links for mounts.
+#[test]
+fn directory_operations_are_idempotent_and_refuse_to_lose_data() {
+    let sandbox = Sandbox::new();
+    let config = |instance: &str, mounts: usize| DirectoryConfig {
+        root_path: sandbox.storage(),
+        compute_instance_id: Some(instance.into()),
+        mount_root: sandbox.mount_root(mounts),
+    };
+    let here = DirectoryBackend::new(&config("here", 0), Uuid::new_v4()).unwrap();
+    let there = DirectoryBackend::new(&config("there", 1), Uuid::new_v4()).unwrap();
+    let d = Uuid::new_v4();
+    let v = here.create_volume(d, SIZE).unwrap();
+    assert_eq!(only_volume(&here).state, VolumeState::Unattached);
+    assert_eq!(only_volume(&here).size, SIZE);
+    here.attach(&v).unwrap();
+    here.attach(&v).unwrap();
+    assert!(matches!(
+        there.attach(&v),
+        Err(BackendError::AttachedElsewhere { .. })
+    ));
+    assert!(matches!(
+        there.mount(&v, d),
+        Err(BackendError::AttachedElsewhere { .. })
+    ));
+    here.mount(&v, d).unwrap();
+    here.mount(&v, d).unwrap();
+    assert!(matches!(
+        only_volume(&here).state,
+        VolumeState::Mounted { .. }
+    ));
+    write_file(&here.mount_path(d), "data", b"kept");
+    assert!(matches!(here.detach(&v), Err(BackendError::Refused { .. })));
+    assert!(matches!(
+        here.destroy(&v),
+        Err(BackendError::Refused { .. })
+    ));
+    here.unmount(&v, d).unwrap();
+    here.unmount(&v, d).unwrap();
+    here.detach(&v).unwrap();
+    here.detach(&v).unwrap();
+    there.attach(&v).unwrap();
+    there.mount(&v, d).unwrap();
+    assert_eq!(
+        std::fs::read(there.mount_path(d).join("data")).unwrap(),
+        b"kept"
+    );
+    there.unmount(&v, d).unwrap();
+    there.detach(&v).unwrap();
+    here.destroy(&v).unwrap();
+    here.destroy(&v).unwrap();
+    assert!(here.observe().unwrap().volumes.is_empty());
 }
 
 // ---------------------------------------------------------------------------

@@ -910,7 +910,7 @@ fn unused_segment(g: &mut Gen, taken: &[&str]) -> String {
     }
 }
 
-const PER_ENDPOINT: usize = 200;
+const PER_ENDPOINT: usize = 300;
 
 // Every malformed request to every endpoint gets a 4xx JSON error, never a 5xx, and
 // leaves the configuration (lists and tag) exactly as it was.
@@ -1155,27 +1155,58 @@ async fn non_utf8_path_segments_get_json_errors() {
 // ("BodyWrite ... Broken pipe") instead of the response. Flocker read every body before
 // dispatching (FLOCKER-SPEC 2.3: "the body is ignored"). A layer that drains the body up
 // to `MAX_BODY_BYTES` before routing would fix it.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "known bug: unread request bodies make the server drop the connection"]
 async fn large_ignored_bodies_do_not_break_the_connection() {
     let (s, dataset, _) = populated().await;
-    let id = dataset["dataset_id"].as_str().unwrap();
+    let id = dataset["dataset_id"].as_str().unwrap().to_owned();
     let paths = [
         (Method::GET, "/v1/configuration/datasets".to_owned()),
         (Method::GET, "/v1/configuration/leases".to_owned()),
         (Method::GET, "/v1/state/nodes".to_owned()),
-        (Method::DELETE, format!("/v1/configuration/leases/{}", Uuid::new_v4())),
+        (
+            Method::DELETE,
+            format!("/v1/configuration/leases/{}", Uuid::new_v4()),
+        ),
         (Method::PATCH, format!("/v1/configuration/datasets/{id}")),
     ];
-    let mut failures = Vec::new();
-    for (method, path) in paths {
-        for _ in 0..10 {
-            let body = Some(vec![b'x'; 400_000]);
-            if let Err(e) = s.client.request(method.clone(), &path, &[], body).await {
-                failures.push(format!("{method} {path}: {e:?}"));
+    let requests = paths.iter().cycle().take(100).cloned();
+    let failures: Vec<String> = stream::iter(requests)
+        .map(|(method, path)| {
+            let s = &s;
+            async move {
+                let body = Some(vec![b'x'; 200_000]);
+                match s.client.request(method.clone(), &path, &[], body).await {
+                    Ok(_) => None,
+                    Err(e) => Some(format!("{method} {path}: {e:?}")),
+                }
             }
-        }
+        })
+        .buffer_unordered(4)
+        .filter_map(|r| async move { r })
+        .collect()
+        .await;
+    assert!(
+        failures.is_empty(),
+        "{} of 100 failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    s.control.stop().await;
+}
+
+// A body over the size limit is refused with a JSON 413. Known bug (src/api/mod.rs,
+// handlers.rs): the `Bytes` extractor's length-limit rejection reaches the client as
+// axum's text/plain "Failed to buffer the request body: length limit exceeded";
+// `ApiError::TooLarge` exists for this but nothing produces it.
+#[tokio::test]
+#[ignore = "known bug: over-limit bodies get a text/plain 413"]
+async fn oversized_bodies_get_a_json_413() {
+    let s = Single::start().await;
+    let body = vec![b' '; flocker::api::MAX_BODY_BYTES + 1];
+    let probe = post("/v1/configuration/datasets", body);
+    if let Err(failure) = send(&s, probe).await {
+        panic!("{failure}");
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
     s.control.stop().await;
 }

@@ -116,7 +116,8 @@ impl Default for Timing {
             idle_recheck: Duration::from_secs(3),
             waiting_recheck: Duration::from_secs(1),
             long_poll_wait: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(5),
+            // Margin under the protocol's 10 s; each heartbeat costs a Raft write.
+            heartbeat: Duration::from_secs(8),
             max_reconnect_backoff: Duration::from_secs(5),
             max_error_backoff: Duration::from_secs(10),
             request_timeout: Duration::from_secs(15),

@@ -21,7 +21,7 @@
 //!    lease.
 //! 3. The **reporter** sends `POST /agent/v1/state` when the observed state changes
 //!    (or when a view shows the cluster lost it: state expiry, era change) and a
-//!    heartbeat (`state: null`) when nothing was sent for 5 s.
+//!    heartbeat (`state: null`) when nothing was sent for 8 s.
 //!
 //! # The planner's rules
 //!
@@ -54,8 +54,9 @@
 //! # Failpoints
 //!
 //! The environment variable `FLOCKER_DATASET_AGENT_FAILPOINTS` (comma-separated names)
-//! makes the agent stop for good when it reaches a named point: `after-<action>` (e.g.
-//! `after-unmount`, right after an action succeeded, before its effect is reported),
+//! makes the agent stop for good when it reaches a named point: `after-<action>` for
+//! the backend actions `create`, `attach`, `mkfs`, `mount`, `unmount`, `detach` and
+//! `destroy` (right after the action succeeded, before its effect is reported),
 //! `loopback-attach-moved` (volume file moved, loop device not yet set up),
 //! `loopback-detach-released` (loop device released, file not yet moved back). Tests use
 //! them to kill the agent in exactly those states. Unset, they cost one lookup.

@@ -30,6 +30,8 @@ pub enum AgentError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Connection(#[from] ConnectionError),
+    #[error("agent setup did not finish: {0}")]
+    Interrupted(String),
 }
 
 /// What the agent is doing, for tests and operators (see [`DatasetAgent::status`]).
@@ -80,7 +82,7 @@ pub async fn run(
     let setup = config.clone();
     let agent = tokio::task::spawn_blocking(move || DatasetAgent::new(&setup))
         .await
-        .map_err(|e| AgentError::Era(format!("setup interrupted: {e}")))??;
+        .map_err(|e| AgentError::Interrupted(e.to_string()))??;
     agent.run(shutdown).await
 }
 
@@ -169,13 +171,10 @@ impl DatasetAgent {
             connected_tx,
             self.timing.clone(),
         ));
-        let reporter = tokio::spawn(report_states(
-            self.connection.clone(),
-            self.node,
-            states,
-            views.clone(),
-            self.timing.clone(),
-        ));
+        let reporter = tokio::spawn(
+            Reporter::new(self.connection.clone(), self.node, &self.timing)
+                .run(states, views.clone()),
+        );
         let mut convergence = Convergence {
             executor: Executor::new(self.backend.clone(), self.connection.clone()),
             agent: &self,
@@ -234,64 +233,101 @@ async fn poll_views(
     }
 }
 
-/// Send the observed state when it changes (or when the cluster lost it), and a
+/// Sends the observed state when it changes (or when the cluster lost it), and a
 /// heartbeat when nothing was sent for `timing.heartbeat`.
-async fn report_states(
+struct Reporter {
     connection: Arc<ControlConnection>,
     node: Uuid,
-    mut states: watch::Receiver<Option<DatasetAgentState>>,
-    mut views: watch::Receiver<Views>,
-    timing: Timing,
-) {
-    let mut acked: Option<(DatasetAgentState, u64)> = None;
-    let mut last_sent: Option<Instant> = None;
-    let mut retry_at: Option<Instant> = None;
-    let mut backoff = Backoff::new(Duration::from_millis(200), timing.max_reconnect_backoff);
-    loop {
-        let current = states.borrow_and_update().clone();
-        let ready = retry_at.is_none_or(|at| Instant::now() >= at);
-        if let (Some(current), true) = (current.as_ref(), ready) {
-            let lost = views
-                .borrow_and_update()
-                .as_ref()
-                .is_some_and(|r| cluster_lost(&r.view, node, connection.era(), current, &acked));
-            let full = lost || acked.as_ref().is_none_or(|(s, _)| s != current);
-            let heartbeat_due = last_sent.is_none_or(|t| t.elapsed() >= timing.heartbeat);
-            if full || heartbeat_due {
-                match connection.report(full.then_some(current)).await {
-                    Ok(index) => {
-                        if full {
-                            tracing::debug!(index, "state reported");
-                            acked = Some((current.clone(), index));
-                        }
-                        last_sent = Some(Instant::now());
-                        retry_at = None;
-                        backoff.reset();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reporting state failed; will retry");
-                        retry_at = Some(Instant::now() + backoff.next_delay());
-                    }
+    heartbeat: Duration,
+    /// The last state the cluster acknowledged, and the log index it is known at.
+    acked: Option<(DatasetAgentState, u64)>,
+    last_sent: Option<Instant>,
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Reporter {
+    fn new(connection: Arc<ControlConnection>, node: Uuid, timing: &Timing) -> Self {
+        Reporter {
+            connection,
+            node,
+            heartbeat: timing.heartbeat,
+            acked: None,
+            last_sent: None,
+            retry_at: None,
+            backoff: Backoff::new(Duration::from_millis(200), timing.max_reconnect_backoff),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut states: watch::Receiver<Option<DatasetAgentState>>,
+        mut views: watch::Receiver<Views>,
+    ) {
+        loop {
+            let current = states.borrow_and_update().clone();
+            if let Some(current) = &current {
+                let lost = views.borrow_and_update().as_ref().is_some_and(|r| {
+                    cluster_lost(
+                        &r.view,
+                        self.node,
+                        self.connection.era(),
+                        current,
+                        &self.acked,
+                    )
+                });
+                self.send_if_due(current, lost).await;
+            }
+            let wake = self.next_wake(current.is_some());
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                r = states.changed() => if r.is_err() { return },
+                r = views.changed() => if r.is_err() { return },
+                () = sleep => {}
             }
         }
-        let wake = match (states.borrow().is_some(), retry_at, last_sent) {
-            (false, _, _) => None,
-            (true, Some(at), _) => Some(at),
-            (true, None, Some(sent)) => Some(sent + timing.heartbeat),
-            (true, None, None) => Some(Instant::now()),
-        };
-        let sleep = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = states.changed() => if r.is_err() { return },
-            r = views.changed() => if r.is_err() { return },
-            () = sleep => {}
+    }
+
+    async fn send_if_due(&mut self, current: &DatasetAgentState, lost: bool) {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
         }
+        let full = lost || self.acked.as_ref().is_none_or(|(s, _)| s != current);
+        let heartbeat_due = self.last_sent.is_none_or(|t| t.elapsed() >= self.heartbeat);
+        if !full && !heartbeat_due {
+            return;
+        }
+        match self.connection.report(full.then_some(current)).await {
+            Ok(index) => {
+                if full {
+                    tracing::debug!(index, "state reported");
+                    self.acked = Some((current.clone(), index));
+                }
+                self.last_sent = Some(Instant::now());
+                self.retry_at = None;
+                self.backoff.reset();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reporting state failed; will retry");
+                self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+            }
+        }
+    }
+
+    fn next_wake(&self, has_state: bool) -> Option<Instant> {
+        if !has_state {
+            return None;
+        }
+        Some(match (self.retry_at, self.last_sent) {
+            (Some(at), _) => at,
+            (None, Some(sent)) => sent + self.heartbeat,
+            (None, None) => Instant::now(),
+        })
     }
 }
 
