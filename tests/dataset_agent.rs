@@ -234,6 +234,10 @@ impl Drop for ChildAgent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- {} ---\n{log}", self.log.display());
+        }
     }
 }
 
@@ -646,6 +650,7 @@ async fn kill_9_in_the_middle_of_a_move_loses_no_data() {
     assert_eq!(mounted_at(&on_a), None);
     wait_state_primary(&single.client, &dataset, node_b, &on_b).await;
     assert_eq!(volume_files(&storage, &dataset).len(), 1);
+    panic!("TEMPORARY");
 }
 
 /// With several control nodes listed, an agent whose first choices are dead or broken
