@@ -290,8 +290,11 @@ impl LocalCluster {
             .collect();
         let root = self.dir.join("storage");
         let mount_root = self.dir.join("mounts").join(node.to_string());
+        // Agents on one host share the kernel's boot id; each simulated node needs its own
+        // era, or `/v1/state/nodes/by_era` could not tell them apart.
+        let era = Uuid::new_v4();
         format!(
-            "version: 1\ncontrol-service:\n{}dataset:\n  backend: {backend}\n  root_path: \"{}\"\n  mount_root: \"{}\"\n",
+            "version: 1\nera: \"{era}\"\ncontrol-service:\n{}dataset:\n  backend: {backend}\n  root_path: \"{}\"\n  mount_root: \"{}\"\n",
             controls.concat(),
             root.display(),
             mount_root.display()

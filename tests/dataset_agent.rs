@@ -23,7 +23,7 @@ use flocker::agent::dataset::backend::{
 };
 use flocker::agent::dataset::planner::Waiting;
 use flocker::agent::dataset::{
-    AgentConfig, AgentStatus, DatasetAgent, DirectoryConfig, LoopbackConfig, FAILPOINTS_ENV,
+    AgentConfig, AgentStatus, DatasetAgent, DirectoryConfig, LoopbackConfig, Timing, FAILPOINTS_ENV,
 };
 use flocker::client::Client;
 use serde_json::{json, Value};
@@ -150,7 +150,12 @@ struct InProcessAgent {
 
 impl InProcessAgent {
     fn start(config_path: &Path) -> InProcessAgent {
-        let config = AgentConfig::load(config_path).unwrap();
+        Self::start_with(config_path, |_| {})
+    }
+
+    fn start_with(config_path: &Path, tweak: impl FnOnce(&mut Timing)) -> InProcessAgent {
+        let mut config = AgentConfig::load(config_path).unwrap();
+        tweak(&mut config.timing);
         let agent = DatasetAgent::new(&config).unwrap();
         let status = agent.status();
         let node = agent.node();
@@ -540,6 +545,72 @@ async fn a_lease_blocks_the_move_until_released() {
     wait_state_primary(&single.client, &dataset, b.node, &on_b).await;
 }
 
+/// A dataset without a maximum size gets Flocker's default, 75 GiB, as a sparse file
+/// that costs next to nothing on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_without_a_size_gets_a_sparse_75_gib_volume() {
+    require_root();
+    let sandbox = Sandbox::new();
+    let single = Single::start().await;
+    let controls = [control_address(&single)];
+    let a = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 0, "loopback", &controls));
+    let dataset = create_dataset(&single.client, a.node, None).await;
+    let path = sandbox.mount_path(0, &dataset);
+    wait_mounted(&path).await;
+    let state = wait_state_primary(&single.client, &dataset, a.node, &path).await;
+    assert_eq!(state["maximum_size"], 80_530_636_800u64);
+    let files = volume_files(&sandbox.storage(), &dataset);
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(&files[0]).unwrap();
+    assert_eq!(metadata.len(), 80_530_636_800);
+    assert!(
+        metadata.blocks() * 512 < 256 << 20,
+        "{} bytes allocated",
+        metadata.blocks() * 512
+    );
+}
+
+/// When a backend command fails (here: unmounting a busy filesystem during a move),
+/// the agent reports what is true (still mounted), retries, and completes the move
+/// once the command can succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_command_is_retried_and_the_truth_reported() {
+    require_root();
+    let sandbox = Sandbox::new();
+    let single = Single::start().await;
+    let controls = [control_address(&single)];
+    let a = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 0, "loopback", &controls));
+    let b = InProcessAgent::start(&agent_dir(&single.pki, &sandbox, 1, "loopback", &controls));
+    let dataset = create_dataset(&single.client, a.node, Some(SIZE)).await;
+    let on_a = sandbox.mount_path(0, &dataset);
+    let on_b = sandbox.mount_path(1, &dataset);
+    wait_mounted(&on_a).await;
+    // An open file keeps the filesystem busy: umount fails.
+    let busy = std::fs::File::create(on_a.join("open")).unwrap();
+
+    move_dataset(&single.client, &dataset, b.node).await;
+    let unmount_failed = |s: &AgentStatus| s.errors.iter().any(|e| e.starts_with("unmount"));
+    let first = wait_for("A's unmount to fail", PATIENCE, || async {
+        let status = a.status();
+        unmount_failed(&status).then_some(status.iterations)
+    })
+    .await;
+    wait_for("A to retry and fail again", PATIENCE, || async {
+        let status = a.status();
+        (status.iterations > first && unmount_failed(&status)).then_some(())
+    })
+    .await;
+    assert!(mounted_at(&on_a).is_some());
+    assert_eq!(mounted_at(&on_b), None);
+    wait_state_primary(&single.client, &dataset, a.node, &on_a).await;
+
+    drop(busy);
+    wait_mounted(&on_b).await;
+    assert_eq!(mounted_at(&on_a), None);
+    assert!(on_b.join("open").exists());
+    assert!(b.status().errors.is_empty());
+}
+
 /// Deleting a dataset unmounts it, releases the loop device and removes the backing
 /// file; the cluster state forgets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,7 +721,6 @@ async fn kill_9_in_the_middle_of_a_move_loses_no_data() {
     assert_eq!(mounted_at(&on_a), None);
     wait_state_primary(&single.client, &dataset, node_b, &on_b).await;
     assert_eq!(volume_files(&storage, &dataset).len(), 1);
-    panic!("TEMPORARY");
 }
 
 /// With several control nodes listed, an agent whose first choices are dead or broken
@@ -702,7 +772,10 @@ async fn an_unreachable_control_service_changes_nothing_locally() {
     } = Single::start().await;
     let agent_addr = control.agent_addr;
     let controls = [agent_addr.to_string()];
-    let a = InProcessAgent::start(&agent_dir(&pki, &sandbox, 0, "loopback", &controls));
+    // A control node's graceful shutdown waits for open long polls: keep them short.
+    let a = InProcessAgent::start_with(&agent_dir(&pki, &sandbox, 0, "loopback", &controls), |t| {
+        t.long_poll_wait = Duration::from_secs(1)
+    });
     let dataset = create_dataset(&client, a.node, Some(SIZE)).await;
     let path = sandbox.mount_path(0, &dataset);
     wait_mounted(&path).await;

@@ -2,9 +2,10 @@
 //! `flocker::ca` and real TLS handshakes over loopback.
 //!
 //! Refusals are checked on a raw `tokio_rustls` connection so that the test can tell who
-//! refused: the server refusing a client certificate shows up at the client as a TLS
-//! alert it *received* (or the server hanging up), never as an HTTP response, whereas a
-//! client that distrusts the server fails locally. Every refusal test also checks that the
+//! refused and why: the server refusing a client certificate shows up at the client as a
+//! TLS alert it *received* (`certificate_required`, `unknown_ca`, `access_denied` for a
+//! certificate of the wrong role), never as an HTTP response, whereas a client that
+//! distrusts the server fails locally. Every refusal test also checks that the
 //! same client machinery with the right certificate gets a 200, so a refusal cannot come
 //! from a broken test client.
 
@@ -18,22 +19,26 @@ use common::{Pki, Single};
 use flocker::client::Client;
 use flocker::tls::{client_config, client_config_for_versions, TlsFiles};
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ProtocolVersion, RootCertStore};
+use rustls::{AlertDescription, ClientConfig, ProtocolVersion, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// What became of one HTTPS request.
+/// What became of one HTTPS request. (The reasons are read through `Debug`, in failure
+/// messages.)
 #[derive(Debug)]
+#[allow(dead_code)]
 enum Attempt {
     /// An HTTP response: the negotiated TLS version and the response head and body.
     Answered {
         version: Option<ProtocolVersion>,
         response: String,
     },
-    /// The server refused the connection: it sent a TLS alert, or hung up without a word.
-    Refused(String),
+    /// The server refused the connection with this TLS alert.
+    Refused(AlertDescription),
+    /// The server hung up without a response or an alert.
+    HungUp(String),
     /// The client gave up on its own (e.g. it did not trust the server).
     ClientFailed(String),
 }
@@ -46,22 +51,25 @@ impl Attempt {
         }
     }
 
-    fn assert_refused(&self, who: &str) {
-        eprintln!("REASON {who}: {self:?}");
+    /// The server refused the handshake with `alert`: no HTTP response was sent.
+    fn assert_refused(&self, alert: AlertDescription, who: &str) {
         assert!(
-            matches!(self, Attempt::Refused(_)),
-            "{who}: expected the server to refuse the handshake, got {self:?}"
+            matches!(self, Attempt::Refused(a) if *a == alert),
+            "{who}: expected the server to refuse with {alert:?}, got {self:?}"
         );
     }
 }
 
 fn classify(e: std::io::Error) -> Attempt {
     use std::io::ErrorKind::*;
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::AlertReceived(alert)) => Attempt::Refused(format!("alert {alert:?}")),
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => Attempt::Refused(*alert),
         Some(other) => Attempt::ClientFailed(other.to_string()),
         None if matches!(e.kind(), UnexpectedEof | ConnectionReset | BrokenPipe) => {
-            Attempt::Refused(format!("hung up: {e}"))
+            Attempt::HungUp(e.to_string())
         }
         None => Attempt::ClientFailed(e.to_string()),
     }
@@ -70,7 +78,9 @@ fn classify(e: std::io::Error) -> Attempt {
 /// `GET path` over a fresh TLS connection made with `config`.
 async fn attempt(addr: SocketAddr, config: Arc<ClientConfig>, path: &str) -> Attempt {
     let deadline = Duration::from_secs(10);
-    let tcp = TcpStream::connect(addr).await.expect("the port accepts TCP");
+    let tcp = TcpStream::connect(addr)
+        .await
+        .expect("the port accepts TCP");
     let name = ServerName::try_from("control-service").unwrap();
     let handshake = TlsConnector::from(config).connect(name, tcp);
     let mut tls = match tokio::time::timeout(deadline, handshake)
@@ -97,7 +107,7 @@ async fn attempt(addr: SocketAddr, config: Arc<ClientConfig>, path: &str) -> Att
             response: String::from_utf8_lossy(&response).into_owned(),
         },
         Err(e) => classify(e),
-        Ok(_) => Attempt::Refused("closed without a response".to_owned()),
+        Ok(_) => Attempt::HungUp("closed without a response".to_owned()),
     }
 }
 
@@ -138,7 +148,10 @@ async fn api_port_refuses_clients_without_a_certificate() {
     let anonymous = anonymous_config(&s.pki);
     attempt(s.control.api_addr, anonymous.clone(), "/v1/version")
         .await
-        .assert_refused("no client certificate");
+        .assert_refused(
+            AlertDescription::CertificateRequired,
+            "no client certificate",
+        );
 
     // The same through an HTTP client library; the server certificate names 127.0.0.1,
     // so ordinary hostname verification passes and only the missing certificate fails.
@@ -169,7 +182,7 @@ async fn api_port_refuses_user_certificates_of_another_cluster() {
     let foreign = client_config(&files(&s.pki, &other, "alice")).unwrap();
     attempt(s.control.api_addr, foreign, "/v1/version")
         .await
-        .assert_refused("user certificate of another cluster");
+        .assert_refused(AlertDescription::UnknownCA, "another cluster's user");
 
     let client = Client::new(
         &format!("https://{}", s.control.api_addr),
@@ -189,11 +202,14 @@ async fn api_port_admits_only_user_certificates() {
     let node = client_config(&s.pki.node(0)).unwrap();
     attempt(s.control.api_addr, node, "/v1/version")
         .await
-        .assert_refused("node certificate on the API port");
+        .assert_refused(AlertDescription::AccessDenied, "node certificate");
     let control = client_config(&s.pki.control()).unwrap();
     attempt(s.control.api_addr, control, "/v1/version")
         .await
-        .assert_refused("control-service certificate on the API port");
+        .assert_refused(
+            AlertDescription::AccessDenied,
+            "control-service certificate",
+        );
     for files in [s.pki.node(0), s.pki.control()] {
         let client = Client::new(&format!("https://{}", s.control.api_addr), &files).unwrap();
         let result = client.get("/v1/version").await;
@@ -218,14 +234,17 @@ async fn agent_port_admits_only_node_certificates() {
     let user = client_config(&s.pki.user()).unwrap();
     attempt(agent_addr, user, "/agent/v1/cluster")
         .await
-        .assert_refused("user certificate on the agent port");
+        .assert_refused(AlertDescription::AccessDenied, "user certificate");
     let control = client_config(&s.pki.control()).unwrap();
     attempt(agent_addr, control, "/agent/v1/cluster")
         .await
-        .assert_refused("control-service certificate on the agent port");
+        .assert_refused(
+            AlertDescription::AccessDenied,
+            "control-service certificate",
+        );
     attempt(agent_addr, anonymous_config(&s.pki), "/agent/v1/cluster")
         .await
-        .assert_refused("no certificate on the agent port");
+        .assert_refused(AlertDescription::CertificateRequired, "no certificate");
     let as_user = Client::new(&format!("https://{agent_addr}"), &s.pki.user()).unwrap();
     let result = as_user.get("/agent/v1/cluster").await;
     assert!(result.is_err(), "user on the agent port: {result:?}");
@@ -272,7 +291,7 @@ async fn tls12_only_clients_work_on_the_api_port() {
     let node = client_config_for_versions(&s.pki.node(0), &tls12).unwrap();
     attempt(s.control.api_addr, node, "/v1/version")
         .await
-        .assert_refused("TLS 1.2 node certificate on the API port");
+        .assert_refused(AlertDescription::AccessDenied, "TLS 1.2 node certificate");
     s.control.stop().await;
 }
 

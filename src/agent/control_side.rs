@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,6 +34,8 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/agent/v1/blockdevice-owner", post(blockdevice_owner))
         .fallback(crate::api::handlers::route_not_found)
         .method_not_allowed_fallback(crate::api::handlers::method_not_allowed)
+        .layer(axum::middleware::map_response(crate::api::json_errors))
+        .layer(axum::middleware::from_fn(crate::api::read_whole_body))
         .with_state(ctx)
 }
 
@@ -121,9 +124,11 @@ struct PollParams {
 async fn cluster_view(
     State(ctx): Ctx,
     Extension(peer): Extension<Peer>,
-    Query(params): Query<PollParams>,
+    params: Result<Query<PollParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let node_uuid = node_of(&peer)?;
+    // Answered in the API's error format, not axum's plain-text rejection.
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let wait = Duration::from_secs(params.wait.unwrap_or(30).min(MAX_WAIT_SECONDS));
     let mut applied = ctx.consensus.state.subscribe();
     if let Some(after) = params.after {

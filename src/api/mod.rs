@@ -88,5 +88,59 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(read_whole_body))
         .with_state(ctx)
+}
+
+/// Read every request body before routing, whatever the method: Flocker ignores the bodies
+/// of GET and DELETE, and a server that answers without reading them makes HTTP/1.1
+/// clients that are still sending see a broken connection. Over the limit: a JSON 413.
+pub async fn read_whole_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Err(_) => error::ApiError::TooLarge.into_response(),
+    }
+}
+
+/// Give every error Flocker's JSON shape, also those produced by the framework itself
+/// (a path segment that is not UTF-8, a body over the limit): `{"description": ...}`.
+pub async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let description = String::from_utf8_lossy(&text).trim().to_owned();
+    let mut converted = (
+        status,
+        axum::Json(serde_json::json!({ "description": description })),
+    )
+        .into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            converted.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    converted
 }

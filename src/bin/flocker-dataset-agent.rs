@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -62,9 +63,20 @@ async fn shutdown_signal() {
     tracing::info!("stopping");
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let options = Options::parse();
     init_logging(options.verbose);
+    match run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes, without a backtrace: these are operator errors.
+            eprintln!("flocker-dataset-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: Options) -> anyhow::Result<()> {
     let mut config = AgentConfig::load(&options.agent_config)?;
     if options.era.is_some() {
         config.era = options.era;

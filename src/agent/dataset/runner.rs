@@ -17,7 +17,7 @@ use super::connection::{Backoff, ConnectionError, ControlConnection};
 use super::executor::{Executed, Executor};
 use super::planner::{self, Plan, PlanInput};
 use crate::agent::protocol::ClusterView;
-use crate::model::{DatasetAgentState, Micros};
+use crate::model::{Configuration, DatasetAgentState, Micros};
 use crate::tls::{self, PeerIdentity, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +167,7 @@ impl DatasetAgent {
         let (states_tx, states) = watch::channel::<Option<DatasetAgentState>>(None);
         let poller = tokio::spawn(poll_views(
             self.connection.clone(),
+            self.node,
             views_tx,
             connected_tx,
             self.timing.clone(),
@@ -195,6 +196,7 @@ impl DatasetAgent {
 /// Long-poll the control service forever, publishing each newer view.
 async fn poll_views(
     connection: Arc<ControlConnection>,
+    node: Uuid,
     views: watch::Sender<Views>,
     connected: watch::Sender<bool>,
     timing: Timing,
@@ -206,6 +208,9 @@ async fn poll_views(
         match connection.cluster_view(after, timing.long_poll_wait).await {
             Ok(view) => {
                 backoff.reset();
+                if view.node_uuid != node {
+                    tracing::error!(certificate = %node, control = %view.node_uuid, "the control service names this node differently; following it");
+                }
                 connected.send_if_modified(|c| !std::mem::replace(c, true));
                 let known = after.unwrap_or(0);
                 // A lagging control node (after a failover) may answer with an older
@@ -395,28 +400,12 @@ impl Convergence<'_> {
     /// One iteration; returns how long to wait before the next one (unless a new view
     /// arrives first).
     async fn iterate(&mut self, received: &Received) -> Duration {
-        let timing = &self.agent.timing;
-        let backend = self.agent.backend.clone();
-        let observed = tokio::task::spawn_blocking(move || backend.observe()).await;
-        let observation: Observation = match observed {
-            Ok(Ok(observation)) => observation,
-            Ok(Err(e)) => return self.failed_iteration(format!("observing the backend: {e}")),
-            Err(e) => return self.failed_iteration(format!("observing the backend: {e}")),
+        let observation = match self.observe().await {
+            Ok(observation) => observation,
+            Err(error) => return self.failed_iteration(error),
         };
         let view = &received.view;
-        if view.node_uuid != self.agent.node {
-            tracing::error!(certificate = %self.agent.node, control = %view.node_uuid, "the control service names this node differently");
-        }
-        self.overlay
-            .retain(|d, _| !view.configuration.blockdevice_owners.contains_key(d));
-        let configuration = if self.overlay.is_empty() {
-            Cow::Borrowed(&view.configuration)
-        } else {
-            let mut c = view.configuration.clone();
-            c.blockdevice_owners
-                .extend(self.overlay.iter().map(|(d, v)| (*d, v.clone())));
-            Cow::Owned(c)
-        };
+        let configuration = self.configuration(view);
         let state = planner::observed_state(&observation, &configuration.blockdevice_owners);
         self.states.send_if_modified(|s| {
             let changed = s.as_ref() != Some(&state);
@@ -428,7 +417,7 @@ impl Convergence<'_> {
         if !*self.connected.borrow() {
             // Without a live view, keep everything as it is.
             self.publish(view.generation, Plan::default(), Some(state), Vec::new());
-            return timing.waiting_recheck;
+            return self.agent.timing.waiting_recheck;
         }
         let elapsed = Micros::try_from(received.at.elapsed().as_micros()).unwrap_or(Micros::MAX);
         let plan = planner::plan(&PlanInput {
@@ -439,20 +428,48 @@ impl Convergence<'_> {
             observation: &observation,
         });
         let errors = self.execute(&plan).await;
-        let delay = if !errors.is_empty() {
-            self.errors.next_delay()
-        } else {
-            self.errors.reset();
-            if !plan.actions.is_empty() {
-                Duration::ZERO
-            } else if plan.expects_change() {
-                timing.waiting_recheck
-            } else {
-                timing.idle_recheck
-            }
-        };
+        let delay = self.next_delay(&plan, &errors);
         self.publish(view.generation, plan, Some(state), errors);
         delay
+    }
+
+    async fn observe(&self) -> Result<Observation, String> {
+        let backend = self.agent.backend.clone();
+        match tokio::task::spawn_blocking(move || backend.observe()).await {
+            Ok(Ok(observation)) => Ok(observation),
+            Ok(Err(e)) => Err(format!("observing the backend: {e}")),
+            Err(e) => Err(format!("observing the backend: {e}")),
+        }
+    }
+
+    /// The view's configuration, plus the registrations it does not show yet.
+    fn configuration<'v>(&mut self, view: &'v ClusterView) -> Cow<'v, Configuration> {
+        let owners = &view.configuration.blockdevice_owners;
+        self.overlay.retain(|d, _| !owners.contains_key(d));
+        if self.overlay.is_empty() {
+            return Cow::Borrowed(&view.configuration);
+        }
+        let mut c = view.configuration.clone();
+        c.blockdevice_owners
+            .extend(self.overlay.iter().map(|(d, v)| (*d, v.clone())));
+        Cow::Owned(c)
+    }
+
+    /// At once after work, with backoff after failures, soon while waiting for another
+    /// node, at leisure otherwise.
+    fn next_delay(&mut self, plan: &Plan, errors: &[String]) -> Duration {
+        let timing = &self.agent.timing;
+        if !errors.is_empty() {
+            return self.errors.next_delay();
+        }
+        self.errors.reset();
+        if !plan.actions.is_empty() {
+            Duration::ZERO
+        } else if plan.expects_change() {
+            timing.waiting_recheck
+        } else {
+            timing.idle_recheck
+        }
     }
 
     async fn execute(&mut self, plan: &Plan) -> Vec<String> {
