@@ -367,6 +367,39 @@ impl LocalCluster {
     }
 }
 
+impl LocalCluster {
+    /// Unmount the datasets this cluster's agents mounted (under `DIR/mounts`) and detach
+    /// the loop devices backed by its storage (under `DIR/storage`). The data stays in
+    /// the backing files; the next `up` attaches and mounts them again. Call after the
+    /// agents have stopped.
+    pub fn release_storage(&self) {
+        let mounts = self.dir.join("mounts");
+        let storage = self.dir.join("storage");
+        let mounted: Vec<String> = std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1).map(str::to_owned))
+            .filter(|point| Path::new(point).starts_with(&mounts))
+            .collect();
+        for point in mounted.iter().rev() {
+            let _ = Command::new("umount").arg(point).status();
+        }
+        let listing = Command::new("losetup")
+            .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
+            .output();
+        if let Ok(listing) = listing {
+            for line in String::from_utf8_lossy(&listing.stdout).lines() {
+                let mut fields = line.split_whitespace();
+                if let (Some(device), Some(file)) = (fields.next(), fields.next()) {
+                    if Path::new(file).starts_with(&storage) {
+                        let _ = Command::new("losetup").args(["-d", device]).status();
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop_all();

@@ -50,34 +50,31 @@ fn run_quiet(program: &str, args: &[&str]) {
     }
 }
 
-/// The namespaces and links of one run.
-#[derive(Debug)]
-pub struct Network {
+/// Names and addresses of one run (cheap to clone; creates nothing).
+#[derive(Debug, Clone)]
+pub struct Layout {
     pub run_id: String,
     /// The first three octets of the run's /24.
     pub subnet: [u8; 3],
     pub slots: usize,
+}
+
+/// The namespaces and links of one run; removed on drop.
+#[derive(Debug)]
+pub struct Network {
+    pub layout: Layout,
     namespaces: Vec<String>,
     host_link: Option<String>,
     torn_down: bool,
 }
 
-impl Network {
-    /// The run id for this process.
-    pub fn own_run_id() -> String {
-        format!("{:x}", std::process::id())
-    }
-
+impl Layout {
     pub fn switch_ns(&self) -> String {
         format!("{PREFIX}{}-sw", self.run_id)
     }
 
     pub fn node_ns(&self, slot: usize) -> String {
         format!("{PREFIX}{}-n{slot}", self.run_id)
-    }
-
-    fn host_link_name(run_id: &str) -> String {
-        format!("fj{run_id}h")
     }
 
     pub fn host_ip(&self) -> Ipv4Addr {
@@ -89,88 +86,6 @@ impl Network {
     pub fn node_ip(&self, slot: usize) -> Ipv4Addr {
         let [a, b, c] = self.subnet;
         Ipv4Addr::new(a, b, c, 10 + slot as u8)
-    }
-
-    /// A /24 in 10.231.0.0/16 that no host address or route mentions.
-    fn free_subnet(run_id: &str) -> anyhow::Result<[u8; 3]> {
-        let used = run("ip", &["-4", "addr", "show"])? + &run("ip", &["-4", "route", "show"])?;
-        let seed = u32::from_str_radix(run_id, 16).unwrap_or(0);
-        for k in 0..250u32 {
-            let third = ((seed + k) % 250 + 1) as u8;
-            let net = format!("10.231.{third}.");
-            if !used.contains(&net) {
-                return Ok([10, 231, third]);
-            }
-        }
-        bail!("no free /24 in 10.231.0.0/16 on this host")
-    }
-
-    /// Create the switch, the host link and `slots` node namespaces. On error, what was
-    /// created so far is removed when the returned error's `Network` is dropped, so the
-    /// caller gets a clean host either way.
-    pub fn create(slots: usize) -> anyhow::Result<Network> {
-        let run_id = Self::own_run_id();
-        let subnet = Self::free_subnet(&run_id)?;
-        let mut net = Network {
-            run_id,
-            subnet,
-            slots,
-            namespaces: Vec::new(),
-            host_link: None,
-            torn_down: false,
-        };
-        net.build().inspect_err(|_| net.teardown())?;
-        Ok(net)
-    }
-
-    fn add_ns(&mut self, name: &str) -> anyhow::Result<()> {
-        run("ip", &["netns", "add", name])?;
-        self.namespaces.push(name.to_owned());
-        run("ip", &["-n", name, "link", "set", "lo", "up"])?;
-        Ok(())
-    }
-
-    fn build(&mut self) -> anyhow::Result<()> {
-        let sw = self.switch_ns();
-        self.add_ns(&sw)?;
-        run("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
-        run("ip", &["-n", &sw, "link", "set", "br0", "up"])?;
-
-        let host = Self::host_link_name(&self.run_id);
-        run(
-            "ip",
-            &[
-                "link", "add", &host, "type", "veth", "peer", "name", "host", "netns", &sw,
-            ],
-        )?;
-        self.host_link = Some(host.clone());
-        run("ip", &["-n", &sw, "link", "set", "host", "master", "br0"])?;
-        run("ip", &["-n", &sw, "link", "set", "host", "up"])?;
-        let host_cidr = format!("{}/24", self.host_ip());
-        run("ip", &["addr", "add", &host_cidr, "dev", &host])?;
-        run("ip", &["link", "set", &host, "up"])?;
-
-        for slot in 1..=self.slots {
-            let ns = self.node_ns(slot);
-            self.add_ns(&ns)?;
-            let port = format!("n{slot}");
-            run(
-                "ip",
-                &[
-                    "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                    "netns", &ns,
-                ],
-            )?;
-            run("ip", &["-n", &sw, "link", "set", &port, "master", "br0"])?;
-            run("ip", &["-n", &sw, "link", "set", &port, "up"])?;
-            let cidr = format!("{}/24", self.node_ip(slot));
-            run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
-            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-            // Fail early, with a clear message, if iptables cannot work here.
-            run("ip", &["netns", "exec", &ns, "iptables", "-w", "-F", "INPUT"])
-                .context("iptables inside a network namespace (apt-get install iptables)")?;
-        }
-        Ok(())
     }
 
     /// Cut the links in `cuts` (pairs of slots): each side drops what the other sends.
@@ -195,7 +110,109 @@ impl Network {
     pub fn heal(&self) -> anyhow::Result<()> {
         for slot in 1..=self.slots {
             let ns = self.node_ns(slot);
-            run("ip", &["netns", "exec", &ns, "iptables", "-w", "-F", "INPUT"])?;
+            run(
+                "ip",
+                &["netns", "exec", &ns, "iptables", "-w", "-F", "INPUT"],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn host_link_name(run_id: &str) -> String {
+    format!("fj{run_id}h")
+}
+
+impl Network {
+    /// The run id for this process.
+    pub fn own_run_id() -> String {
+        format!("{:x}", std::process::id())
+    }
+
+    /// A /24 in 10.231.0.0/16 that no host address or route mentions.
+    fn free_subnet(run_id: &str) -> anyhow::Result<[u8; 3]> {
+        let used = run("ip", &["-4", "addr", "show"])? + &run("ip", &["-4", "route", "show"])?;
+        let seed = u32::from_str_radix(run_id, 16).unwrap_or(0);
+        for k in 0..250u32 {
+            let third = ((seed + k) % 250 + 1) as u8;
+            let net = format!("10.231.{third}.");
+            if !used.contains(&net) {
+                return Ok([10, 231, third]);
+            }
+        }
+        bail!("no free /24 in 10.231.0.0/16 on this host")
+    }
+
+    /// Create the switch, the host link and `slots` node namespaces. On error, what was
+    /// created so far is removed before the error is returned.
+    pub fn create(slots: usize) -> anyhow::Result<Network> {
+        let run_id = Self::own_run_id();
+        let subnet = Self::free_subnet(&run_id)?;
+        let mut net = Network {
+            layout: Layout {
+                run_id,
+                subnet,
+                slots,
+            },
+            namespaces: Vec::new(),
+            host_link: None,
+            torn_down: false,
+        };
+        // On error, dropping `net` removes what was created so far.
+        net.build()?;
+        Ok(net)
+    }
+
+    fn add_ns(&mut self, name: &str) -> anyhow::Result<()> {
+        run("ip", &["netns", "add", name])?;
+        self.namespaces.push(name.to_owned());
+        run("ip", &["-n", name, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn build(&mut self) -> anyhow::Result<()> {
+        let layout = self.layout.clone();
+        let sw = layout.switch_ns();
+        self.add_ns(&sw)?;
+        run("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        run("ip", &["-n", &sw, "link", "set", "br0", "up"])?;
+
+        let host = host_link_name(&layout.run_id);
+        run(
+            "ip",
+            &[
+                "link", "add", &host, "type", "veth", "peer", "name", "host", "netns", &sw,
+            ],
+        )?;
+        self.host_link = Some(host.clone());
+        run("ip", &["-n", &sw, "link", "set", "host", "master", "br0"])?;
+        run("ip", &["-n", &sw, "link", "set", "host", "up"])?;
+        let host_cidr = format!("{}/24", layout.host_ip());
+        run("ip", &["addr", "add", &host_cidr, "dev", &host])?;
+        run("ip", &["link", "set", &host, "up"])?;
+
+        for slot in 1..=layout.slots {
+            let ns = layout.node_ns(slot);
+            self.add_ns(&ns)?;
+            let port = format!("n{slot}");
+            run(
+                "ip",
+                &[
+                    "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                    "netns", &ns,
+                ],
+            )?;
+            run("ip", &["-n", &sw, "link", "set", &port, "master", "br0"])?;
+            run("ip", &["-n", &sw, "link", "set", &port, "up"])?;
+            let cidr = format!("{}/24", layout.node_ip(slot));
+            run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+            // Fail early, with a clear message, if iptables cannot work here.
+            run(
+                "ip",
+                &["netns", "exec", &ns, "iptables", "-w", "-F", "INPUT"],
+            )
+            .context("iptables inside a network namespace (apt-get install iptables)")?;
         }
         Ok(())
     }
@@ -230,7 +247,10 @@ fn kill_namespace_processes(ns: &str) {
     let Ok(pids) = run("ip", &["netns", "pids", ns]) else {
         return;
     };
-    for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
         let _ = crate::process::signal(pid, libc::SIGKILL);
     }
 }
@@ -276,7 +296,7 @@ pub fn remove_leftovers() -> anyhow::Result<Vec<String>> {
         for ns in &namespaces {
             kill_namespace_processes(ns);
         }
-        let link = Network::host_link_name(&run_id);
+        let link = host_link_name(&run_id);
         if run("ip", &["link", "show", &link]).is_ok() {
             run_quiet("ip", &["link", "del", &link]);
         }
@@ -323,6 +343,6 @@ mod tests {
     fn names_fit_interface_limits() {
         // Linux interface names are at most 15 bytes; the largest PID is 2^22.
         let id = format!("{:x}", 4_194_304u32);
-        assert!(Network::host_link_name(&id).len() <= 15);
+        assert!(host_link_name(&id).len() <= 15);
     }
 }

@@ -76,10 +76,24 @@ impl ApiContext {
     }
 
     /// Configuration reads are linearizable unless the client asks for a stale read.
+    ///
+    /// Debug builds only: `FLOCKER_UNSAFE_STALE_READS=1` (read once) makes every read
+    /// skip the read index and serve the local copy, a deliberate bug that the
+    /// fault-injection suite (`jepsen/`, `--inject-bug stale-reads`) must catch.
     async fn read_barrier(&self, query: &Option<String>) -> Result<(), ApiError> {
-        let stale = query
-            .as_deref()
-            .is_some_and(|q| q.split('&').any(|p| p == "consistency=stale"));
+        static UNSAFE_STALE_READS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let unsafe_stale_reads = cfg!(debug_assertions)
+            && *UNSAFE_STALE_READS.get_or_init(|| {
+                let on = std::env::var("FLOCKER_UNSAFE_STALE_READS").is_ok_and(|v| v == "1");
+                if on {
+                    tracing::warn!("FLOCKER_UNSAFE_STALE_READS=1: reads skip the read index");
+                }
+                on
+            });
+        let stale = unsafe_stale_reads
+            || query
+                .as_deref()
+                .is_some_and(|q| q.split('&').any(|p| p == "consistency=stale"));
         if stale {
             Ok(())
         } else {

@@ -107,6 +107,7 @@ async fn up(config: PathBuf, dir: PathBuf, no_agents: bool) -> anyhow::Result<()
     }
     println!("stopping");
     cluster.stop_all();
+    cluster.release_storage();
     Ok(())
 }
 

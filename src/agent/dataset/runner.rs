@@ -56,12 +56,12 @@ pub struct AgentStatus {
 
 /// A view of the cluster and when it arrived (to advance its clock for leases).
 #[derive(Debug)]
-struct Received {
-    view: ClusterView,
-    at: Instant,
+pub(crate) struct Received {
+    pub(crate) view: ClusterView,
+    pub(crate) at: Instant,
 }
 
-type Views = Option<Arc<Received>>;
+pub(crate) type Views = Option<Arc<Received>>;
 
 /// A configured dataset agent, ready to [`run`](DatasetAgent::run).
 pub struct DatasetAgent {
@@ -194,7 +194,7 @@ impl DatasetAgent {
 }
 
 /// Long-poll the control service forever, publishing each newer view.
-async fn poll_views(
+pub(crate) async fn poll_views(
     connection: Arc<ControlConnection>,
     node: Uuid,
     views: watch::Sender<Views>,
