@@ -290,11 +290,17 @@ impl LocalCluster {
             .collect();
         let root = self.dir.join("storage");
         let mount_root = self.dir.join("mounts").join(node.to_string());
-        // Agents on one host share the kernel's boot id; each simulated node needs its own
-        // era, or `/v1/state/nodes/by_era` could not tell them apart.
-        let era = Uuid::new_v4();
+        // Agents on one host share the kernel's boot id, so each simulated node needs its
+        // own era or `/v1/state/nodes/by_era` could not tell them apart. The first node
+        // keeps the real boot id, so tools on this host that look their node up by era
+        // (Flocker's Docker plugin, `flocker-node-era`) find it.
+        let era = if self.agent_nodes.first() == Some(&node) {
+            String::new()
+        } else {
+            format!("era: \"{}\"\n", Uuid::new_v4())
+        };
         format!(
-            "version: 1\nera: \"{era}\"\ncontrol-service:\n{}dataset:\n  backend: {backend}\n  root_path: \"{}\"\n  mount_root: \"{}\"\n",
+            "version: 1\n{era}control-service:\n{}dataset:\n  backend: {backend}\n  root_path: \"{}\"\n  mount_root: \"{}\"\n",
             controls.concat(),
             root.display(),
             mount_root.display()

@@ -68,11 +68,11 @@ pub struct Event {
 
 /// Records events with their time, in memory and to a JSON-lines file.
 pub struct Recorder {
-    start: Instant,
     inner: Mutex<Inner>,
 }
 
 struct Inner {
+    start: Instant,
     events: Vec<Event>,
     file: Option<BufWriter<File>>,
 }
@@ -97,8 +97,8 @@ impl Recorder {
             None => None,
         };
         Ok(Recorder {
-            start,
             inner: Mutex::new(Inner {
+                start,
                 events: Vec::new(),
                 file,
             }),
@@ -107,7 +107,16 @@ impl Recorder {
 
     /// Nanoseconds since the start of the run.
     pub fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        let start = self.inner.lock().expect("recorder lock poisoned").start;
+        nanos_since(start)
+    }
+
+    /// Make time zero now (when the workload starts), if nothing was recorded yet.
+    pub fn restart_clock(&self) {
+        let mut inner = self.inner.lock().expect("recorder lock poisoned");
+        if inner.events.is_empty() {
+            inner.start = Instant::now();
+        }
     }
 
     /// Append an event; the time is taken under the lock, so indexes and times agree.
@@ -119,7 +128,7 @@ impl Recorder {
             process: note.process,
             f: note.f,
             value: note.value,
-            time: self.now(),
+            time: nanos_since(inner.start),
             node: note.node,
             error: note.error,
         };
@@ -157,6 +166,10 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.flush();
     }
+}
+
+fn nanos_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Read a history written by [`Recorder`].

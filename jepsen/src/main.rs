@@ -318,6 +318,7 @@ async fn experiment(
         cluster.clone(),
         recorder.clone(),
     );
+    recorder.restart_clock();
     let until = tokio::time::Instant::now() + Duration::from_secs_f64(options.time_limit);
     tokio::join!(workload::run(ctx.clone(), until), nemesis.run(until));
     let workload_end_ns = recorder.now();

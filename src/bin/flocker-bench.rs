@@ -34,7 +34,6 @@ use uuid::Uuid;
 use flocker::client::Client;
 use flocker::cluster_config::ClusterFile;
 use flocker::local_cluster::{signal_pid, LocalCluster};
-use flocker::tls::TlsFiles;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -47,7 +47,7 @@ pub const NODE_LABEL: &str = "flocker.node";
 pub const DATASET_LABEL: &str = "flocker.dataset";
 
 /// A `flocker--*` container as the engine shows it (already decoded from Docker's JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineContainer {
     pub id: String,
     /// Without Docker's leading `/`.

@@ -129,13 +129,13 @@ impl ContainerAgent {
 async fn report(
     connection: &ControlConnection,
     state: Option<&[ContainerState]>,
+    timeout: Duration,
 ) -> Result<u64, ConnectionError> {
     let body = StateReport {
         era: connection.era(),
         state: ReportedState::Containers(state.map(<[ContainerState]>::to_vec)),
     };
     let body = serde_json::to_vec(&body).map_err(|e| ConnectionError::Setup(e.to_string()))?;
-    let timeout = Duration::from_secs(15);
     let (_, accepted): (_, ReportAccepted) = connection
         .send(reqwest::Method::POST, "/agent/v1/state", Some(body), timeout)
         .await?;
@@ -150,6 +150,7 @@ struct Reporter {
     connection: Arc<ControlConnection>,
     node: Uuid,
     heartbeat: Duration,
+    timeout: Duration,
     acked: Option<(Vec<ContainerState>, u64)>,
     last_sent: Option<Instant>,
     retry_at: Option<Instant>,
@@ -162,6 +163,7 @@ impl Reporter {
             connection,
             node,
             heartbeat: timing.heartbeat,
+            timeout: timing.request_timeout,
             acked: None,
             last_sent: None,
             retry_at: None,
@@ -229,7 +231,7 @@ impl Reporter {
         if !full && !heartbeat_due {
             return;
         }
-        match report(&self.connection, full.then_some(current)).await {
+        match report(&self.connection, full.then_some(current), self.timeout).await {
             Ok(index) => {
                 if full {
                     tracing::debug!(index, containers = current.len(), "state reported");
