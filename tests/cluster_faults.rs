@@ -311,3 +311,71 @@ async fn a_node_down_through_compaction_catches_up_by_snapshot() {
     let present = ids_on(&back).await;
     assert!(acked.is_subset(&present));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_online_and_another_leaves_through_the_cli() {
+    // Property: a fourth control node started with --join is added as a learner and
+    // promoted to voter with `flocker-cluster add`/`voters`, then serves linearizable
+    // reads of everything written before; a removed node leaves the membership.
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cluster(tmp.path(), &[]);
+    c.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let before = create(&c.client(1).unwrap()).await.expect("a write");
+
+    let bin = Path::new(env!("CARGO_BIN_EXE_flocker-control"));
+    let mut joiner = std::process::Command::new(bin)
+        .args(["--node-id", "4", "--join"])
+        .arg("--data-path")
+        .arg(tmp.path().join("control-4"))
+        .arg("--certificates-directory")
+        .arg(c.certs())
+        .args(["--port", "tcp:0:interface=127.0.0.1"])
+        .args(["--agent-port", "tcp:0:interface=127.0.0.1"])
+        .args(["--peer-port", "tcp:0:interface=127.0.0.1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufReader::new(joiner.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _guard = Reap(joiner);
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let (api, peer) = (field("api"), field("peer"));
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flocker-cluster"))
+            .args(args)
+            .arg("--dir")
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let status = cli(&["add", "--id", "4", "--raft-addr", &peer, "--api-addr", &api]);
+    assert_eq!(status["learners"], json!([4]));
+    let status = cli(&["voters", "1,2,3,4"]);
+    assert_eq!(status["voters"], json!([1, 2, 3, 4]));
+
+    let fourth = Client::new(&format!("https://{api}"), &c.admin_tls()).unwrap();
+    let present = ids_on(&fourth).await;
+    assert!(present.contains(&before), "the new member serves what was written before");
+    let after = create(&fourth).await.expect("a write through the new member");
+    assert!(ids_on(&c.client(2).unwrap()).await.contains(&after));
+
+    let status = cli(&["remove", "3"]);
+    assert_eq!(status["voters"], json!([1, 2, 4]));
+}

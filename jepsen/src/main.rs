@@ -148,7 +148,10 @@ fn preflight(options: &Options) -> anyhow::Result<PathBuf> {
              and iptables rules (run it with sudo, or as root in CI)"
         );
     }
-    for (tool, flag, package) in [("ip", "-V", "iproute2"), ("iptables", "--version", "iptables")] {
+    for (tool, flag, package) in [
+        ("ip", "-V", "iproute2"),
+        ("iptables", "--version", "iptables"),
+    ] {
         let found = std::process::Command::new(tool)
             .arg(flag)
             .output()

@@ -237,6 +237,23 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU seconds (user + system) a process has used so far (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| cpu_seconds(&p.to_string())).sum()
+}
+
 fn dir_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
@@ -709,11 +726,20 @@ struct CellResult {
     errors: u64,
     first_error: Option<String>,
     seconds: f64,
+    /// CPU seconds used in the measured window by the servers and by this process.
+    server_cpu: f64,
+    client_cpu: f64,
 }
 
 /// `conns.len()` clients, each looping over `workload` on its own connection; operations
 /// started in the warm-up are not measured.
-async fn run_cell(conns: Vec<Conn>, workload: Workload, warmup: f64, seconds: f64) -> CellResult {
+async fn run_cell(
+    conns: Vec<Conn>,
+    workload: Workload,
+    warmup: f64,
+    seconds: f64,
+    pids: &[u32],
+) -> CellResult {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(warmup);
     let end = measure_from + Duration::from_secs_f64(seconds);
@@ -744,8 +770,14 @@ async fn run_cell(conns: Vec<Conn>, workload: Workload, warmup: f64, seconds: f6
             })
         })
         .collect();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let (server0, client0) = (cpu_of(pids), cpu_seconds("self"));
+    tokio::time::sleep_until(end.into()).await;
+    let (server1, client1) = (cpu_of(pids), cpu_seconds("self"));
     let mut all = CellResult {
         seconds,
+        server_cpu: server1 - server0,
+        client_cpu: client1 - client0,
         ..CellResult::default()
     };
     for task in tasks {
@@ -772,6 +804,8 @@ struct Merged {
     seconds: f64,
     per_run_ops_s: Vec<f64>,
     first_error: Option<String>,
+    server_cpu: f64,
+    client_cpu: f64,
 }
 
 impl Merged {
@@ -782,17 +816,28 @@ impl Merged {
         self.lost += cell.lost;
         self.errors += cell.errors;
         self.seconds += cell.seconds;
+        self.server_cpu += cell.server_cpu;
+        self.client_cpu += cell.client_cpu;
         if self.first_error.is_none() {
             self.first_error = cell.first_error;
         }
     }
 
     fn to_json(&mut self, workload: Workload) -> Value {
+        let ops = self.latencies.len();
         let mut value = latency_json(&mut self.latencies, self.seconds);
         value["errors"] = json!(self.errors);
+        let round2 = |x: f64| (x * 100.0).round() / 100.0;
+        // Cores busy: the three servers together, and this load generator.
+        value["server_cores"] = json!(round2(self.server_cpu / self.seconds));
+        value["client_cores"] = json!(round2(self.client_cpu / self.seconds));
+        value["server_cpu_us_per_op"] =
+            json!((self.server_cpu * 1e6 / ops.max(1) as f64).round());
         value["per_run_ops_per_s"] = json!(self.per_run_ops_s);
         if !workload.is_read() {
             value["lost_races"] = json!(self.lost);
+            value["applied_per_s"] =
+                json!(round2((ops as u64 - self.lost) as f64 / self.seconds));
         }
         if let Some(error) = &self.first_error {
             value["first_error"] = json!(error);
@@ -823,12 +868,14 @@ async fn compare(options: CompareOptions) -> anyhow::Result<()> {
             // Each run gets a fresh cluster; `_ours`/`_etcd` stop it (by PID) when dropped.
             let mut _ours = None;
             let mut _etcd = None;
+            let pids: Vec<u32>;
             let urls_conns: Box<dyn Fn(usize) -> anyhow::Result<Conn>> = if etcd {
                 let cluster = EtcdCluster::start(&options.etcd, &run_dir, &certs).await?;
                 let c = cluster.client(&cluster.client_urls[0], timeout)?;
                 c.put(TAG_KEY, b"seed").await.map_err(anyhow::Error::msg)?;
                 let urls = cluster.client_urls.clone();
                 let certs = certs.clone();
+                pids = cluster.children.iter().map(Child::id).collect();
                 _etcd = Some(cluster);
                 Box::new(move |i| {
                     Ok(Conn::Etcd(EtcdClient::new(
@@ -854,6 +901,7 @@ async fn compare(options: CompareOptions) -> anyhow::Result<()> {
                     .map(|id| cluster.api_url(*id))
                     .collect();
                 let tls = cluster.admin_tls();
+                pids = cluster.ids().iter().filter_map(|id| cluster.pid(*id)).collect();
                 _ours = Some(cluster);
                 Box::new(move |i| {
                     Ok(Conn::Ours(Client::with_timeout(
@@ -868,7 +916,7 @@ async fn compare(options: CompareOptions) -> anyhow::Result<()> {
                     let conns = (0..*clients)
                         .map(&urls_conns)
                         .collect::<anyhow::Result<Vec<_>>>()?;
-                    let cell = run_cell(conns, *workload, options.warmup, options.seconds).await;
+                    let cell = run_cell(conns, *workload, options.warmup, options.seconds, &pids).await;
                     log(format!(
                         "round {round} {system} {} x{clients}: {:.0} ops/s, {} errors",
                         workload.name(),
@@ -906,6 +954,7 @@ async fn compare(options: CompareOptions) -> anyhow::Result<()> {
                 "ours": ours,
                 "etcd": etcd,
                 "ratio_ops_per_s": ratio("ops_per_s"),
+                "ratio_applied_per_s": ratio("applied_per_s"),
                 "ratio_p99": ratio("p99_ms"),
             });
             println!("{line}");
@@ -1258,12 +1307,14 @@ async fn scale(options: ScaleOptions) -> anyhow::Result<()> {
         all_timed.extend(timed);
         from = to;
     }
-    let base_n = options.baseline.min(all_timed.len());
-    let first = band_json(&all_timed[..base_n]);
+    // The "1k case": creates while the configuration holds baseline..2*baseline datasets
+    // (after the first connections are warm), against the last `baseline` creates.
+    let base_n = options.baseline.min(all_timed.len() / 2);
+    let first = band_json(&all_timed[base_n..2 * base_n]);
     let last = band_json(&all_timed[all_timed.len() - base_n..]);
     let growth = json!({
         "bench": "scale",
-        "what": "create latency, first vs last creates",
+        "what": "create latency: the 1k case (creates baseline..2*baseline) vs the last creates",
         "first": first,
         "last": last,
         "baseline_creates": base_n,
@@ -1520,6 +1571,8 @@ struct Kill {
     at: Duration,
     baseline_per_s: f64,
     restarted_at: Duration,
+    /// When a survivor first reported a new leader.
+    new_leader_at: Option<Duration>,
 }
 
 async fn failover(options: FailoverOptions) -> anyhow::Result<()> {
@@ -1568,7 +1621,21 @@ async fn failover(options: FailoverOptions) -> anyhow::Result<()> {
             let at = epoch.elapsed();
             cluster.kill(leader)?;
             log(format!("kill {}: SIGKILL leader {leader}", k + 1));
-            tokio::time::sleep(Duration::from_secs_f64(options.recover)).await;
+            let recover_end = Instant::now() + Duration::from_secs_f64(options.recover);
+            let mut new_leader_at = None;
+            'poll: while Instant::now() < recover_end {
+                for id in ids.iter().filter(|id| **id != leader) {
+                    let seen = status_of(&cluster, *id)
+                        .await
+                        .and_then(|s| s["leader"].as_u64());
+                    if seen.is_some_and(|l| l != leader) {
+                        new_leader_at = Some(epoch.elapsed());
+                        break 'poll;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep_until(recover_end.into()).await;
             let restarted_at = epoch.elapsed();
             cluster.start_control(leader)?;
             cluster.wait_for_leader(Duration::from_secs(60)).await?;
@@ -1578,6 +1645,7 @@ async fn failover(options: FailoverOptions) -> anyhow::Result<()> {
                 at,
                 baseline_per_s: 0.0,
                 restarted_at,
+                new_leader_at,
             });
         }
         anyhow::Ok(kills)
@@ -1602,6 +1670,11 @@ async fn failover(options: FailoverOptions) -> anyhow::Result<()> {
     let window = Duration::from_millis(500);
     let mut lines = Vec::new();
     let mut first_writes = Vec::new();
+    let mut elections: Vec<Duration> = kills
+        .iter()
+        .filter_map(|k| Some(k.new_leader_at? - k.at))
+        .collect();
+    elections.sort();
     let mut full = Vec::new();
     for (k, kill) in kills.iter_mut().enumerate() {
         let before = kill.at.saturating_sub(Duration::from_secs(2));
@@ -1633,6 +1706,7 @@ async fn failover(options: FailoverOptions) -> anyhow::Result<()> {
             "kill": k + 1,
             "leader": kill.leader,
             "baseline_writes_per_s": (kill.baseline_per_s * 10.0).round() / 10.0,
+            "kill_to_new_leader_ms": kill.new_leader_at.map(|t| ms(t - kill.at)),
             "kill_to_first_write_ms": first.map(ms),
             "kill_to_full_throughput_ms": recovered.map(ms),
             "failed_requests": errors,
@@ -1650,6 +1724,7 @@ async fn failover(options: FailoverOptions) -> anyhow::Result<()> {
         "bench": "failover",
         "kills": kills.len(),
         "clients": options.clients,
+        "kill_to_new_leader_ms": {"median": percentile(&elections, 50.0), "worst": elections.last().map(|d| ms(*d))},
         "kill_to_first_write_ms": {"median": percentile(&first_writes, 50.0), "worst": first_writes.last().map(|d| ms(*d))},
         "kill_to_full_throughput_ms": {"median": percentile(&full, 50.0), "worst": full.last().map(|d| ms(*d)), "full_fraction": options.full_fraction},
         "note": "full throughput = first 500 ms window at full_fraction of the 2 s before the kill; capped at the restart (--recover)",
@@ -1693,10 +1768,21 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        match options.command {
-            Sub::Compare(o) => compare(o).await,
-            Sub::Scale(o) => scale(o).await,
-            Sub::Failover(o) => failover(o).await,
+        let run = async move {
+            match options.command {
+                Sub::Compare(o) => compare(o).await,
+                Sub::Scale(o) => scale(o).await,
+                Sub::Failover(o) => failover(o).await,
+            }
+        };
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // On Ctrl-C or SIGTERM the benchmark future is dropped, and with it every cluster
+        // it started (their Drop stops each child by PID).
+        tokio::select! {
+            result = run => result,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            _ = term.recv() => bail!("terminated"),
         }
     })
 }

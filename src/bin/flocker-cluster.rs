@@ -40,6 +40,32 @@ enum Action {
         #[arg(long, default_value = "flocker-local")]
         dir: PathBuf,
     },
+    /// Add a control node (started with `flocker-control --join`) as a learner.
+    Add {
+        #[arg(long, default_value = "flocker-local")]
+        dir: PathBuf,
+        #[arg(long)]
+        id: u64,
+        /// host:port of its peer listener.
+        #[arg(long)]
+        raft_addr: String,
+        /// host:port of its API listener.
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Make exactly these control nodes the voters, e.g. `voters 1,2,4`.
+    Voters {
+        #[arg(long, default_value = "flocker-local")]
+        dir: PathBuf,
+        #[arg(value_delimiter = ',')]
+        ids: Vec<u64>,
+    },
+    /// Remove a control node from the cluster.
+    Remove {
+        #[arg(long, default_value = "flocker-local")]
+        dir: PathBuf,
+        id: u64,
+    },
 }
 
 fn bin_dir() -> anyhow::Result<PathBuf> {
@@ -111,10 +137,42 @@ async fn up(config: PathBuf, dir: PathBuf, no_agents: bool) -> anyhow::Result<()
     Ok(())
 }
 
-async fn status(dir: PathBuf) -> anyhow::Result<()> {
+fn existing(dir: &std::path::Path) -> anyhow::Result<LocalCluster> {
     let file = ClusterFile::load(&dir.join("cluster.toml"))
         .context("no resolved cluster file: is this a directory made by `flocker-cluster up`?")?;
-    let cluster = LocalCluster::prepare(&dir, file, &bin_dir()?)?;
+    LocalCluster::prepare(dir, file, &bin_dir()?)
+}
+
+/// Send an admin request to the first control node that answers.
+async fn admin(
+    dir: PathBuf,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let cluster = existing(&dir)?;
+    let mut last = None;
+    for id in cluster.ids() {
+        let client = cluster.client(id)?;
+        let body = body.as_ref().map(|b| b.to_string().into_bytes());
+        match client.request(method.clone(), path, &[], body).await {
+            Ok(reply) if reply.status.is_success() => {
+                println!("{}", reply.body);
+                return Ok(());
+            }
+            Ok(reply) => anyhow::bail!(
+                "{}: {}",
+                reply.status,
+                reply.description().unwrap_or("failed")
+            ),
+            Err(e) => last = Some(e),
+        }
+    }
+    anyhow::bail!("no control node answered: {last:?}")
+}
+
+async fn status(dir: PathBuf) -> anyhow::Result<()> {
+    let cluster = existing(&dir)?;
     for id in cluster.ids() {
         let client = cluster.client(id)?;
         match client.get("/admin/v1/status").await {
@@ -134,5 +192,27 @@ async fn main() -> anyhow::Result<()> {
             no_agents,
         } => up(config, dir, no_agents).await,
         Action::Status { dir } => status(dir).await,
+        Action::Add {
+            dir,
+            id,
+            raft_addr,
+            api_addr,
+        } => {
+            let body = serde_json::json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr});
+            admin(dir, reqwest::Method::POST, "/admin/v1/members", Some(body)).await
+        }
+        Action::Voters { dir, ids } => {
+            let body = serde_json::json!({ "voters": ids });
+            admin(dir, reqwest::Method::PUT, "/admin/v1/voters", Some(body)).await
+        }
+        Action::Remove { dir, id } => {
+            admin(
+                dir,
+                reqwest::Method::DELETE,
+                &format!("/admin/v1/members/{id}"),
+                None,
+            )
+            .await
+        }
     }
 }

@@ -106,8 +106,10 @@ mod tests {
             (DEFAULT_DOCKER_HOST.to_owned(), "127.0.0.1".to_owned())
         );
         assert_eq!(
-            container_section("container: {docker_host: unix:///tmp/d.sock, publish_address: 0.0.0.0}")
-                .unwrap(),
+            container_section(
+                "container: {docker_host: unix:///tmp/d.sock, publish_address: 0.0.0.0}"
+            )
+            .unwrap(),
             ("unix:///tmp/d.sock".to_owned(), "0.0.0.0".to_owned())
         );
         for (text, expected) in [

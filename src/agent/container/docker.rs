@@ -297,7 +297,9 @@ fn body(spec: &ContainerSpec) -> ContainerCreateBody {
             maximum_retry_count,
         }),
         memory: spec.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
-        cpu_shares: spec.cpu_shares.map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+        cpu_shares: spec
+            .cpu_shares
+            .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
         ..Default::default()
     };
     ContainerCreateBody {

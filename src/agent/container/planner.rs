@@ -228,7 +228,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     for (name, wanted) in &desired {
-        plan_one(input, manifestations, wanted, own.get(name).copied(), foreign.contains(name), &mut plan);
+        plan_one(
+            input,
+            manifestations,
+            wanted,
+            own.get(name).copied(),
+            foreign.contains(name),
+            &mut plan,
+        );
     }
     plan
 }
@@ -255,7 +262,15 @@ fn plan_one(
             }
         },
     };
-    let spec = || spec_for(wanted, mount, input.link_host, input.publish_address, input.node);
+    let spec = || {
+        spec_for(
+            wanted,
+            mount,
+            input.link_host,
+            input.publish_address,
+            input.node,
+        )
+    };
     let Some(existing) = existing else {
         if held_elsewhere {
             plan.waiting.push(Waiting::NameHeldElsewhere { name });
@@ -278,7 +293,10 @@ fn plan_one(
             id: existing.id.clone(),
             spec: spec(),
         });
-    } else if should_start(existing, input.agent_restarts.get(&existing.id).copied().unwrap_or(0)) {
+    } else if should_start(
+        existing,
+        input.agent_restarts.get(&existing.id).copied().unwrap_or(0),
+    ) {
         plan.actions.push(Action::Start {
             name,
             id: existing.id.clone(),
@@ -464,18 +482,22 @@ pub fn discover(
         }
     }
     links.sort();
-    let volume = c.binds.first().and_then(|b| bind_parts(b)).and_then(|(host, dest)| {
-        let dataset = c.labels.get(DATASET_LABEL).cloned().or_else(|| {
-            manifestations?
-                .iter()
-                .find(|m| m.path == host)
-                .map(|m| m.dataset_id.clone())
-        })?;
-        Some(Volume {
-            dataset_id: dataset,
-            mountpoint: dest.to_owned(),
-        })
-    });
+    let volume = c
+        .binds
+        .first()
+        .and_then(|b| bind_parts(b))
+        .and_then(|(host, dest)| {
+            let dataset = c.labels.get(DATASET_LABEL).cloned().or_else(|| {
+                manifestations?
+                    .iter()
+                    .find(|m| m.path == host)
+                    .map(|m| m.dataset_id.clone())
+            })?;
+            Some(Volume {
+                dataset_id: dataset,
+                mountpoint: dest.to_owned(),
+            })
+        });
     let mut ports = c.ports.clone();
     ports.sort_by_key(|p| (p.external, p.internal));
     Container {
@@ -490,7 +512,10 @@ pub fn discover(
         links,
         environment,
         restart_policy: normal_policy(&c.restart_policy),
-        command_line: c.cmd.clone().filter(|cmd| Some(cmd) != c.image_cmd.as_ref()),
+        command_line: c
+            .cmd
+            .clone()
+            .filter(|cmd| Some(cmd) != c.image_cmd.as_ref()),
         cpu_shares: c.cpu_shares.filter(|n| *n > 0),
         memory_limit: c.memory.filter(|n| *n > 0),
         swappiness: 0,

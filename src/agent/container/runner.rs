@@ -137,7 +137,12 @@ async fn report(
     };
     let body = serde_json::to_vec(&body).map_err(|e| ConnectionError::Setup(e.to_string()))?;
     let (_, accepted): (_, ReportAccepted) = connection
-        .send(reqwest::Method::POST, "/agent/v1/state", Some(body), timeout)
+        .send(
+            reqwest::Method::POST,
+            "/agent/v1/state",
+            Some(body),
+            timeout,
+        )
         .await?;
     Ok(accepted.applied)
 }
@@ -377,7 +382,11 @@ impl Convergence<'_> {
 
     async fn execute_one(&self, action: &Action) -> Result<(), EngineError> {
         let engine = &self.agent.engine;
-        tracing::info!(action = action.verb(), container = action.name(), "executing");
+        tracing::info!(
+            action = action.verb(),
+            container = action.name(),
+            "executing"
+        );
         match action {
             Action::Remove { id, .. } => engine.remove(id).await,
             Action::Create { spec, .. } => engine.create(spec).await,
