@@ -345,7 +345,9 @@ async fn a_node_joins_online_and_another_leaves_through_the_cli() {
         }
     }
     let mut line = String::new();
-    std::io::BufReader::new(joiner.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(joiner.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let _guard = Reap(joiner);
     let field = |name: &str| {
         line.split_whitespace()
@@ -362,7 +364,11 @@ async fn a_node_joins_online_and_another_leaves_through_the_cli() {
             .arg(tmp.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let status = cli(&["add", "--id", "4", "--raft-addr", &peer, "--api-addr", &api]);
@@ -372,8 +378,13 @@ async fn a_node_joins_online_and_another_leaves_through_the_cli() {
 
     let fourth = Client::new(&format!("https://{api}"), &c.admin_tls()).unwrap();
     let present = ids_on(&fourth).await;
-    assert!(present.contains(&before), "the new member serves what was written before");
-    let after = create(&fourth).await.expect("a write through the new member");
+    assert!(
+        present.contains(&before),
+        "the new member serves what was written before"
+    );
+    let after = create(&fourth)
+        .await
+        .expect("a write through the new member");
     assert!(ids_on(&c.client(2).unwrap()).await.contains(&after));
 
     let status = cli(&["remove", "3"]);

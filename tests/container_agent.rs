@@ -69,7 +69,9 @@ impl TestImage {
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .into_iter()
             .find(|p| Path::new(p).exists())
-            .expect("busybox-static is needed to build the test image (apt-get install busybox-static)");
+            .expect(
+                "busybox-static is needed to build the test image (apt-get install busybox-static)",
+            );
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         for sub in ["bin", "tmp", "data"] {
@@ -89,7 +91,10 @@ impl TestImage {
             .status()
             .unwrap();
         assert!(status.success());
-        let name = format!("flocker-test-busybox:{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let name = format!(
+            "flocker-test-busybox:{}",
+            &Uuid::new_v4().simple().to_string()[..12]
+        );
         docker(&["import", tar.to_str().unwrap(), &name]);
         TestImage { name }
     }
@@ -148,9 +153,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream =
         std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
@@ -188,7 +191,9 @@ struct Running {
 }
 
 impl Running {
-    fn spawn<F>(run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F + Send + 'static) -> Running
+    fn spawn<F>(
+        run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F + Send + 'static,
+    ) -> Running
     where
         F: std::future::Future<Output = ()>,
     {
@@ -434,7 +439,10 @@ async fn create_move_delete_with_a_dataset() {
         .await;
     wait_serving(port, "/index.html", &content).await;
     let create_latency = started.elapsed();
-    assert_eq!(inspect("web", "{{index .Config.Labels \"flocker.node\"}}"), a.to_string());
+    assert_eq!(
+        inspect("web", "{{index .Config.Labels \"flocker.node\"}}"),
+        a.to_string()
+    );
     world.wait_consistent(&[("web", 0, true)]).await;
 
     let started = Instant::now();
@@ -449,7 +457,12 @@ async fn create_move_delete_with_a_dataset() {
     assert_eq!(reply.status.as_u16(), 200, "{:?}", reply.body);
     wait_for("the container to run on B", PATIENCE, || async {
         let label = Command::new("docker")
-            .args(["inspect", "-f", "{{index .Config.Labels \"flocker.node\"}} {{.State.Running}}", "flocker--web"])
+            .args([
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"flocker.node\"}} {{.State.Running}}",
+                "flocker--web",
+            ])
             .output()
             .ok()?;
         let label = String::from_utf8_lossy(&label.stdout).trim().to_owned();
@@ -521,12 +534,21 @@ async fn configuration_reaches_the_engine() {
         inspect("app", "{{json .HostConfig.PortBindings}}"),
         format!("{{\"8080/tcp\":[{{\"HostIp\":\"127.0.0.1\",\"HostPort\":\"{port}\"}}]}}")
     );
-    assert_eq!(inspect("app", "{{.HostConfig.CpuShares}} {{.HostConfig.Memory}}"), "512 134217728");
     assert_eq!(
-        inspect("app", "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}"),
+        inspect("app", "{{.HostConfig.CpuShares}} {{.HostConfig.Memory}}"),
+        "512 134217728"
+    );
+    assert_eq!(
+        inspect(
+            "app",
+            "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}"
+        ),
         "on-failure 3"
     );
-    assert_eq!(inspect("app", "{{json .Config.Cmd}}"), "[\"/bin/httpd\",\"-f\",\"-p\",\"8080\",\"-h\",\"/\"]");
+    assert_eq!(
+        inspect("app", "{{json .Config.Cmd}}"),
+        "[\"/bin/httpd\",\"-f\",\"-p\",\"8080\",\"-h\",\"/\"]"
+    );
 
     // The reported state is the configuration (what really runs, discovered back).
     let state = wait_for("the full state", PATIENCE, || async {
@@ -534,8 +556,20 @@ async fn configuration_reaches_the_engine() {
         reply.body.as_array()?.first().cloned()
     })
     .await;
-    for key in ["image", "ports", "environment", "links", "command_line", "cpu_shares", "memory_limit", "restart_policy"] {
-        assert_eq!(state[key], created[key], "{key}: state {state} vs configuration {created}");
+    for key in [
+        "image",
+        "ports",
+        "environment",
+        "links",
+        "command_line",
+        "cpu_shares",
+        "memory_limit",
+        "restart_policy",
+    ] {
+        assert_eq!(
+            state[key], created[key],
+            "{key}: state {state} vs configuration {created}"
+        );
     }
 
     // Port collision: refused at the API, nothing reaches the engine.
@@ -557,7 +591,12 @@ async fn configuration_reaches_the_engine() {
         .await
         .unwrap();
     world.wait_consistent(&[]).await;
-    assert!(Command::new("docker").args(["inspect", &id_before]).output().unwrap().stdout.starts_with(b"[]"));
+    assert!(Command::new("docker")
+        .args(["inspect", &id_before])
+        .output()
+        .unwrap()
+        .stdout
+        .starts_with(b"[]"));
     world.containers.clean();
 }
 
@@ -571,7 +610,10 @@ async fn killed_containers_follow_their_restart_policy() {
     for (name, policy) in [
         ("always", json!({"name": "always"})),
         ("never", json!({"name": "never"})),
-        ("failure", json!({"name": "on-failure", "maximum_retry_count": 5})),
+        (
+            "failure",
+            json!({"name": "on-failure", "maximum_retry_count": 5}),
+        ),
     ] {
         world
             .create_container(json!({
@@ -584,7 +626,11 @@ async fn killed_containers_follow_their_restart_policy() {
             .await;
     }
     world
-        .wait_consistent(&[("always", 0, true), ("never", 0, true), ("failure", 0, true)])
+        .wait_consistent(&[
+            ("always", 0, true),
+            ("never", 0, true),
+            ("failure", 0, true),
+        ])
         .await;
     let started = |name: &str| inspect(name, "{{.State.StartedAt}}");
     let before = (started("always"), started("failure"));
@@ -592,9 +638,17 @@ async fn killed_containers_follow_their_restart_policy() {
         docker(&["kill", &format!("flocker--{name}")]);
     }
     world
-        .wait_consistent(&[("always", 0, true), ("never", 0, false), ("failure", 0, true)])
+        .wait_consistent(&[
+            ("always", 0, true),
+            ("never", 0, false),
+            ("failure", 0, true),
+        ])
         .await;
-    assert_ne!(started("always"), before.0, "restarted, not merely still running");
+    assert_ne!(
+        started("always"),
+        before.0,
+        "restarted, not merely still running"
+    );
     assert_ne!(started("failure"), before.1);
     assert_eq!(inspect("never", "{{.State.Running}}"), "false");
 
@@ -607,7 +661,11 @@ async fn killed_containers_follow_their_restart_policy() {
         (now != format!("{pid} true") && now.ends_with("true")).then_some(())
     })
     .await;
-    assert_eq!(inspect("always", "{{.Id}}"), id, "the same container, not a new one");
+    assert_eq!(
+        inspect("always", "{{.Id}}"),
+        id,
+        "the same container, not a new one"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -642,7 +700,8 @@ impl EngineProxy {
                     connections.spawn(async move {
                         let engine = DEFAULT_DOCKER_HOST.trim_start_matches("unix://");
                         if let Ok(mut outbound) = tokio::net::UnixStream::connect(engine).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
                 }

@@ -246,7 +246,12 @@ fn cpu_seconds(pid: &str) -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
@@ -831,13 +836,11 @@ impl Merged {
         // Cores busy: the three servers together, and this load generator.
         value["server_cores"] = json!(round2(self.server_cpu / self.seconds));
         value["client_cores"] = json!(round2(self.client_cpu / self.seconds));
-        value["server_cpu_us_per_op"] =
-            json!((self.server_cpu * 1e6 / ops.max(1) as f64).round());
+        value["server_cpu_us_per_op"] = json!((self.server_cpu * 1e6 / ops.max(1) as f64).round());
         value["per_run_ops_per_s"] = json!(self.per_run_ops_s);
         if !workload.is_read() {
             value["lost_races"] = json!(self.lost);
-            value["applied_per_s"] =
-                json!(round2((ops as u64 - self.lost) as f64 / self.seconds));
+            value["applied_per_s"] = json!(round2((ops as u64 - self.lost) as f64 / self.seconds));
         }
         if let Some(error) = &self.first_error {
             value["first_error"] = json!(error);
@@ -901,7 +904,11 @@ async fn compare(options: CompareOptions) -> anyhow::Result<()> {
                     .map(|id| cluster.api_url(*id))
                     .collect();
                 let tls = cluster.admin_tls();
-                pids = cluster.ids().iter().filter_map(|id| cluster.pid(*id)).collect();
+                pids = cluster
+                    .ids()
+                    .iter()
+                    .filter_map(|id| cluster.pid(*id))
+                    .collect();
                 _ours = Some(cluster);
                 Box::new(move |i| {
                     Ok(Conn::Ours(Client::with_timeout(
@@ -916,7 +923,8 @@ async fn compare(options: CompareOptions) -> anyhow::Result<()> {
                     let conns = (0..*clients)
                         .map(&urls_conns)
                         .collect::<anyhow::Result<Vec<_>>>()?;
-                    let cell = run_cell(conns, *workload, options.warmup, options.seconds, &pids).await;
+                    let cell =
+                        run_cell(conns, *workload, options.warmup, options.seconds, &pids).await;
                     log(format!(
                         "round {round} {system} {} x{clients}: {:.0} ops/s, {} errors",
                         workload.name(),
@@ -1775,8 +1783,7 @@ fn main() -> anyhow::Result<()> {
                 Sub::Failover(o) => failover(o).await,
             }
         };
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // On Ctrl-C or SIGTERM the benchmark future is dropped, and with it every cluster
         // it started (their Drop stops each child by PID).
         tokio::select! {

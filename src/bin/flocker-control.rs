@@ -56,6 +56,14 @@ struct Options {
     /// Build a Raft snapshot (and compact the log) every this many entries.
     #[arg(long, default_value_t = 5000)]
     snapshot_every: u64,
+    /// Raft heartbeat interval in milliseconds (also the replication RPC timeout).
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Raft election timeout range in milliseconds (min must exceed the heartbeat).
+    #[arg(long, default_value_t = 300)]
+    election_min_ms: u64,
+    #[arg(long, default_value_t = 500)]
+    election_max_ms: u64,
     /// More logging (repeat for more).
     #[arg(short = 'v', long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -126,6 +134,9 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&options)?;
     let mut raft = RaftSettings::new(options.node_id, options.data_path.clone());
     raft.snapshot_every = options.snapshot_every.max(1);
+    raft.heartbeat_ms = options.heartbeat_ms;
+    raft.election_min_ms = options.election_min_ms;
+    raft.election_max_ms = options.election_max_ms;
     let api_listen = endpoint(&options.port)?;
     let peer_listen = endpoint(&options.peer_port)?;
     let bootstrap = match (&options.cluster, options.join) {

@@ -34,14 +34,18 @@ pub struct RaftSettings {
 
 impl RaftSettings {
     pub fn new(id: NodeId, data_dir: PathBuf) -> Self {
-        // Timings measured on this kind of 2-core machine (RAFT-NOTES section 6): failover
-        // of about 1.6-1.9 s without spurious elections under load.
+        // A follower starts an election after election_max (openraft's leader lease) plus
+        // its own random election timeout without a heartbeat: 0.8-1.0 s here, so a new
+        // leader is in place about a second after the old one dies, while a follower still
+        // tolerates 7 missed heartbeats before disturbing a live leader. The heartbeat is
+        // also openraft's AppendEntries timeout, so it must cover a loaded TLS round trip
+        // plus an fsync (RAFT-NOTES section 6 measured 100/500/1000 at 1.6-1.9 s).
         RaftSettings {
             id,
             data_dir,
             heartbeat_ms: 100,
-            election_min_ms: 500,
-            election_max_ms: 1000,
+            election_min_ms: 300,
+            election_max_ms: 500,
             snapshot_every: 5000,
         }
     }
@@ -106,9 +110,6 @@ pub struct Consensus {
     db: sled::Db,
 }
 
-/// How many times a forwarded request may follow a "not the leader" answer.
-const MAX_HOPS: usize = 3;
-
 impl Consensus {
     pub async fn open(settings: &RaftSettings, peers: PeerHttp) -> anyhow::Result<Arc<Self>> {
         let db = storage::open_db(&settings.data_dir.join("raft.sled"))?;
@@ -168,7 +169,6 @@ impl Consensus {
     /// leader; a request whose delivery is uncertain is `Indeterminate`.
     pub async fn write(&self, command: Command, wait: Duration) -> Result<Outcome, ConsensusError> {
         let deadline = Instant::now() + wait;
-        let mut hops = 0;
         loop {
             let leader = match self.write_local(command.clone(), deadline).await {
                 Err(ConsensusError::NotLeader(id, node)) => (id, node),
@@ -185,24 +185,20 @@ impl Consensus {
                     remaining + Duration::from_millis(500),
                 )
                 .await;
-            match reply {
+            let not_applied = match reply {
                 Ok(Ok(outcome)) => return Ok(outcome),
-                Ok(Err(WireError::NotLeader(_)))
-                | Err(PeerError::Unreachable(_) | PeerError::Refused(_))
-                    if hops < MAX_HOPS && Instant::now() < deadline =>
-                {
-                    // The leader moved or is gone; nothing was applied. Wait for news.
-                    hops += 1;
-                    self.wait_for_leader_change(leader.0, deadline).await;
-                }
+                // The leader moved or is gone: nothing was applied, so retrying is safe.
+                Ok(Err(WireError::NotLeader(_))) => "the leader changed".to_owned(),
+                Err(PeerError::Unreachable(e) | PeerError::Refused(e)) => e,
                 Ok(Err(e)) => return Err(from_wire(e)),
-                Err(PeerError::Unreachable(e) | PeerError::Refused(e)) => {
-                    return Err(ConsensusError::Unavailable(e))
-                }
                 Err(e @ (PeerError::Network(_) | PeerError::Timeout)) => {
                     return Err(ConsensusError::Indeterminate(e.to_string()))
                 }
+            };
+            if Instant::now() >= deadline {
+                return Err(ConsensusError::Unavailable(not_applied));
             }
+            self.wait_for_leader_change(leader.0, deadline).await;
         }
     }
 
