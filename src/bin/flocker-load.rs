@@ -81,8 +81,9 @@ struct Samples {
     reads: Vec<Duration>,
     conflicts: u64,
     errors: u64,
-    /// (time since start, success) of every write, for the failover measurement.
-    write_times: Vec<(Duration, bool)>,
+    /// (sent, finished, success) of every write, as times since the start, for the
+    /// failover measurement.
+    write_times: Vec<(Duration, Duration, bool)>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -251,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
                     })
                     .map_or(Op::Read, |(op, _)| *op);
                 let began = Instant::now();
+                let sent = start.elapsed();
                 let result = one(&client, op, &mut mine, stale).await;
                 let took = began.elapsed();
                 let is_write = op != Op::Read;
@@ -258,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
                     Ok(applied) => {
                         if is_write {
                             local.writes.push(took);
-                            local.write_times.push((start.elapsed(), true));
+                            local.write_times.push((sent, start.elapsed(), true));
                             if !applied {
                                 local.conflicts += 1;
                             }
@@ -269,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
                     Err(_) => {
                         local.errors += 1;
                         if is_write {
-                            local.write_times.push((start.elapsed(), false));
+                            local.write_times.push((sent, start.elapsed(), false));
                         }
                     }
                 }
@@ -298,11 +300,12 @@ async fn main() -> anyhow::Result<()> {
     let samples = std::mem::take(&mut *samples.lock().await);
     let seconds = options.seconds;
     let failover = killed_at.map(|(at, leader)| {
+        // Among writes sent after the kill, the first to succeed.
         let first_ok = samples
             .write_times
             .iter()
-            .filter(|(t, ok)| *ok && *t > at)
-            .map(|(t, _)| *t)
+            .filter(|(sent, _, ok)| *ok && *sent > at)
+            .map(|(_, done, _)| *done)
             .min();
         json!({
             "killed_leader": leader,
