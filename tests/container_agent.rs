@@ -284,6 +284,10 @@ impl World {
 
     /// `docker_host(root)` names the engine socket the container agents use.
     async fn start_with_engine(docker_host: impl Fn(&Path) -> String) -> World {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         require_docker();
         let image = TestImage::build();
         let single = Single::start().await;

@@ -57,6 +57,11 @@ pub trait Model: Clone {
     /// The last committed `op` was undone.
     fn uncommit(&mut self, _op: &Self::Op) {}
 
+    /// A state for people (reports); `Debug` by default.
+    fn show(&self, state: &Self::State) -> String {
+        format!("{state:?}")
+    }
+
     /// True for operations that only observe: leaving one out of a history can only make
     /// the history easier to linearize. Used to shrink a failing window soundly.
     fn is_observation(&self, op: &Self::Op) -> bool;
@@ -305,7 +310,7 @@ pub fn search<M: Model>(
                     linearized: stack.len(),
                     linearized_tail: stack[from..].iter().map(|(e, _)| *e).collect(),
                     pending: timeline.calls_before(node, PENDING_LEN),
-                    state: format!("{state:?}"),
+                    state: model.show(&state),
                 });
             }
             let Some((entry, before)) = stack.pop() else {
@@ -452,6 +457,26 @@ pub fn smallest_window<M: Model>(
         }
     }
     let mut ids = window_of(last.saturating_sub(bad));
+    // Drop a suffix invoked after everything kept had completed: such operations are
+    // linearized after all the kept ones, so the kept part alone must still fail.
+    let blocked_at = ids.iter().position(|&i| i == stuck.blocked).unwrap_or(0);
+    for keep in blocked_at + 1..ids.len() {
+        let reach = ids[..keep]
+            .iter()
+            .filter_map(|&i| entries[i].complete)
+            .max()
+            .unwrap_or(0);
+        if ids[keep..].iter().all(|&i| entries[i].invoke > reach) {
+            match fails(&ids[..keep]) {
+                Some(true) => {
+                    ids.truncate(keep);
+                    break;
+                }
+                Some(false) => {}
+                None => break,
+            }
+        }
+    }
     let mut k = 0;
     while k < ids.len() {
         if model.is_observation(&entries[ids[k]].op) && ids[k] != stuck.blocked {

@@ -21,6 +21,12 @@ pub struct Pki {
 
 impl Pki {
     pub fn create(dir: &Path, nodes: usize) -> Pki {
+        let ids: Vec<Uuid> = (0..nodes).map(|_| Uuid::new_v4()).collect();
+        Self::create_with_nodes(dir, &ids)
+    }
+
+    /// A PKI whose node certificates carry these node UUIDs.
+    pub fn create_with_nodes(dir: &Path, ids: &[Uuid]) -> Pki {
         std::fs::create_dir_all(dir).unwrap();
         let info = flocker::ca::initialize(dir, "test-cluster").unwrap();
         let control = flocker::ca::create_control_certificate(
@@ -33,9 +39,10 @@ impl Pki {
         std::fs::rename(&control.cert_path, dir.join("control-service.crt")).unwrap();
         std::fs::rename(&control.key_path, dir.join("control-service.key")).unwrap();
         flocker::ca::create_api_certificate(dir, dir, "alice").unwrap();
-        let nodes = (0..nodes)
-            .map(|_| flocker::ca::create_node_certificate(dir, dir).unwrap())
-            .collect();
+        for id in ids {
+            flocker::ca::create_node_certificate_with_id(dir, dir, *id).unwrap();
+        }
+        let nodes = ids.to_vec();
         Pki {
             dir: dir.to_owned(),
             cluster_id: info.cluster_id,
@@ -87,8 +94,18 @@ impl Single {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut ControlSettings)) -> Single {
+        Self::start_full(&[Uuid::new_v4(), Uuid::new_v4()], tweak).await
+    }
+
+    /// A node whose PKI has node certificates for these UUIDs (given as text).
+    pub async fn start_with_nodes(nodes: &[String]) -> Single {
+        let ids: Vec<Uuid> = nodes.iter().map(|n| n.parse().unwrap()).collect();
+        Self::start_full(&ids, |_| {}).await
+    }
+
+    async fn start_full(nodes: &[Uuid], tweak: impl FnOnce(&mut ControlSettings)) -> Single {
         let tmp = tempfile::tempdir().unwrap();
-        let pki = Pki::create(&tmp.path().join("certs"), 2);
+        let pki = Pki::create_with_nodes(&tmp.path().join("certs"), nodes);
         let mut settings = settings(&pki, &tmp.path().join("data"));
         tweak(&mut settings);
         let control = control::start(settings).await.unwrap();

@@ -58,6 +58,8 @@ pub enum RegisterOp {
 #[derive(Debug, Clone, Default)]
 pub struct TagRegister {
     retired: HashMap<TagId, u32>,
+    /// The tags by id, for reports.
+    names: std::sync::Arc<Vec<String>>,
 }
 
 impl TagRegister {
@@ -105,6 +107,22 @@ impl Model for TagRegister {
         }
     }
 
+    fn show(&self, state: &TagState) -> String {
+        let name = |id: &TagId| {
+            self.names
+                .get(*id as usize)
+                .map_or_else(|| format!("#{id}"), |t| super::short_tag(t))
+        };
+        match state {
+            TagState::Known(id) => format!("tag {}", name(id)),
+            TagState::Fresh(not) if not.is_empty() => "a new tag, not read yet".into(),
+            TagState::Fresh(not) => format!(
+                "a new tag, not read yet, not {}",
+                not.iter().map(name).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
     fn commit(&mut self, op: &RegisterOp) {
         if let RegisterOp::Cas { base } = op {
             *self.retired.entry(*base).or_default() += 1;
@@ -141,6 +159,11 @@ fn tag_of(value: &Value) -> Option<&str> {
 
 /// The register operations of a history, as WGL entries (`id` = index into `ops`).
 pub fn entries(ops: &[Op]) -> Vec<Entry<RegisterOp>> {
+    entries_and_tags(ops).0
+}
+
+/// The entries, and the tags by id.
+fn entries_and_tags(ops: &[Op]) -> (Vec<Entry<RegisterOp>>, Vec<String>) {
     let mut tags = Tags::default();
     let mut out = Vec::new();
     for (id, op) in ops.iter().enumerate() {
@@ -169,7 +192,11 @@ pub fn entries(ops: &[Op]) -> Vec<Entry<RegisterOp>> {
             });
         }
     }
-    out
+    let mut names = vec![String::new(); tags.0.len()];
+    for (tag, id) in tags.0 {
+        names[id as usize] = tag;
+    }
+    (out, names)
 }
 
 /// The error string of a 412 in the history.
@@ -211,8 +238,11 @@ fn direct_anomalies(ops: &[Op]) -> Vec<String> {
 
 pub fn check(ops: &[Op], limits: Limits) -> CheckOutcome {
     let began = Instant::now();
-    let entries = entries(ops);
-    let model = TagRegister::default();
+    let (entries, names) = entries_and_tags(ops);
+    let model = TagRegister {
+        names: std::sync::Arc::new(names),
+        ..TagRegister::default()
+    };
     let report = wgl::check(&model, &entries, limits);
     let anomalies = direct_anomalies(ops);
     let anomaly_count = anomalies.len();
