@@ -457,41 +457,48 @@ pub fn smallest_window<M: Model>(
         }
     }
     let mut ids = window_of(last.saturating_sub(bad));
-    // Drop a suffix invoked after everything kept had completed: such operations are
-    // linearized after all the kept ones, so the kept part alone must still fail.
-    let blocked_at = ids.iter().position(|&i| i == stuck.blocked).unwrap_or(0);
-    for keep in blocked_at + 1..ids.len() {
-        let reach = ids[..keep]
-            .iter()
-            .filter_map(|&i| entries[i].complete)
-            .max()
-            .unwrap_or(0);
-        if ids[keep..].iter().all(|&i| entries[i].invoke > reach) {
-            match fails(&ids[..keep]) {
-                Some(true) => {
-                    ids.truncate(keep);
-                    break;
+    // Shrink until nothing more can go: drop a suffix invoked after everything kept had
+    // completed (such operations are linearized after all the kept ones), and drop
+    // observations one at a time, each time only if what is left still fails.
+    loop {
+        let before = ids.len();
+        let blocked_at = ids.iter().position(|&i| i == stuck.blocked).unwrap_or(0);
+        for keep in blocked_at + 1..ids.len() {
+            let reach = ids[..keep]
+                .iter()
+                .filter_map(|&i| entries[i].complete)
+                .max()
+                .unwrap_or(0);
+            if ids[keep..].iter().all(|&i| entries[i].invoke > reach) {
+                match fails(&ids[..keep]) {
+                    Some(true) => {
+                        ids.truncate(keep);
+                        break;
+                    }
+                    Some(false) => {}
+                    None => break,
                 }
-                Some(false) => {}
-                None => break,
             }
         }
-    }
-    let mut k = 0;
-    while k < ids.len() {
-        if model.is_observation(&entries[ids[k]].op) && ids[k] != stuck.blocked {
-            let mut fewer = ids.clone();
-            fewer.remove(k);
-            match fails(&fewer) {
-                Some(true) => {
-                    ids = fewer;
-                    continue;
+        let mut k = 0;
+        while k < ids.len() {
+            if model.is_observation(&entries[ids[k]].op) && ids[k] != stuck.blocked {
+                let mut fewer = ids.clone();
+                fewer.remove(k);
+                match fails(&fewer) {
+                    Some(true) => {
+                        ids = fewer;
+                        continue;
+                    }
+                    Some(false) => {}
+                    None => break,
                 }
-                Some(false) => {}
-                None => break,
             }
+            k += 1;
         }
-        k += 1;
+        if ids.len() == before || Instant::now() >= deadline {
+            break;
+        }
     }
     Window {
         entries: ids,

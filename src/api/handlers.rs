@@ -38,6 +38,12 @@ struct Conditional {
 }
 
 impl Conditional {
+    /// For endpoints that ignore `X-If-Configuration-Matches` (containers, leases).
+    const NONE: Conditional = Conditional {
+        precondition: Precondition::None,
+        first_raw: None,
+    };
+
     fn from_headers(ctx: &ApiContext, headers: &HeaderMap) -> Self {
         let raw: Vec<String> = headers
             .get_all(IF_MATCHES)
@@ -302,9 +308,8 @@ async fn container_command(ctx: &ApiContext, command: Command, status: StatusCod
 }
 
 pub async fn create_container(State(ctx): Ctx, bytes: Bytes) -> ApiResult {
-    let unconditional = Conditional::from_headers(&ctx, &HeaderMap::new());
     let body = ctx
-        .body(&bytes, BodySchema::ContainerCreate, &unconditional)
+        .body(&bytes, BodySchema::ContainerCreate, &Conditional::NONE)
         .await?;
     let container = input::container_create(&body)?;
     container_command(
@@ -316,9 +321,8 @@ pub async fn create_container(State(ctx): Ctx, bytes: Bytes) -> ApiResult {
 }
 
 pub async fn move_container(State(ctx): Ctx, Path(name): Path<String>, bytes: Bytes) -> ApiResult {
-    let unconditional = Conditional::from_headers(&ctx, &HeaderMap::new());
     let body = ctx
-        .body(&bytes, BodySchema::ContainerUpdate, &unconditional)
+        .body(&bytes, BodySchema::ContainerUpdate, &Conditional::NONE)
         .await?;
     let node_uuid = input::container_move(&body)?;
     container_command(
@@ -373,8 +377,9 @@ pub async fn list_leases(State(ctx): Ctx, RawQuery(query): RawQuery) -> ApiResul
 }
 
 pub async fn acquire_lease(State(ctx): Ctx, bytes: Bytes) -> ApiResult {
-    let unconditional = Conditional::from_headers(&ctx, &HeaderMap::new());
-    let body = ctx.body(&bytes, BodySchema::Lease, &unconditional).await?;
+    let body = ctx
+        .body(&bytes, BodySchema::Lease, &Conditional::NONE)
+        .await?;
     let (dataset_id, node_uuid, duration) = input::lease(&body)?;
     let command = Command::AcquireLease {
         dataset_id,
