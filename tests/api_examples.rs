@@ -30,9 +30,14 @@ struct Example {
 }
 
 /// The documentation's JSON has trailing commas; drop them.
+fn without_trailing_commas(text: &str) -> String {
+    static TRAILING: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r",(\s*[\]}])").unwrap());
+    TRAILING.replace_all(text.trim(), "$1").into_owned()
+}
+
 fn lenient_json(text: &str) -> Option<Value> {
-    let re = regex::Regex::new(r",(\s*[\]}])").unwrap();
-    let cleaned = re.replace_all(text.trim(), "$1");
+    let cleaned = without_trailing_commas(text);
     if cleaned.is_empty() {
         return None;
     }
@@ -83,10 +88,7 @@ fn load(nodes: &[String; 2]) -> BTreeMap<String, Example> {
             .as_sequence()
             .map(|s| s.iter().map(|r| r.as_str().unwrap().to_owned()).collect())
             .unwrap_or_default();
-        let body = (!body.trim().is_empty()).then(|| {
-            let re = regex::Regex::new(r",(\s*[\]}])").unwrap();
-            re.replace_all(body.trim(), "$1").into_owned()
-        });
+        let body = (!body.trim().is_empty()).then(|| without_trailing_commas(body));
         examples.insert(
             id.clone(),
             Example {

@@ -112,16 +112,24 @@ struct ContainerGuard {
 }
 
 impl ContainerGuard {
+    /// Never panics (it runs in `drop`, possibly while a test is failing).
     fn clean(&self) {
         for node in &self.nodes {
-            let ids = docker(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=flocker.node={node}"),
-            ]);
-            for id in ids.lines().filter(|l| !l.is_empty()) {
-                docker_quiet(&["rm", "-f", id]);
+            let Ok(out) = Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=flocker.node={node}"),
+                ])
+                .output()
+            else {
+                continue;
+            };
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                if !id.trim().is_empty() {
+                    docker_quiet(&["rm", "-f", id.trim()]);
+                }
             }
         }
     }
@@ -158,7 +166,8 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_owned())
 }
 
 // ---------------------------------------------------------------------------
@@ -438,7 +447,9 @@ async fn create_move_delete_with_a_dataset() {
             "image": world.image.name,
             "ports": [{"internal": 8080, "external": port}],
             "volumes": [{"dataset_id": dataset, "mountpoint": "/data"}],
-            "command_line": ["/bin/httpd", "-f", "-p", "8080", "-h", "/data"],
+            // A shell as PID 1 that exits on SIGTERM: httpd as PID 1 would ignore it
+            // and make every stop wait for Docker's 10 s SIGKILL.
+            "command_line": ["/bin/sh", "-c", "trap 'exit 0' TERM; /bin/httpd -f -p 8080 -h /data & wait"],
         }))
         .await;
     wait_serving(port, "/index.html", &content).await;
@@ -448,6 +459,21 @@ async fn create_move_delete_with_a_dataset() {
         a.to_string()
     );
     world.wait_consistent(&[("web", 0, true)]).await;
+    let reply = world.client().get("/v1/state/containers").await.unwrap();
+    let state = &reply.body[0];
+    assert_eq!(
+        state["volumes"],
+        json!([{"dataset_id": dataset, "mountpoint": "/data"}]),
+        "{state}"
+    );
+    assert_eq!(
+        state["ports"],
+        json!([{"internal": 8080, "external": port}])
+    );
+    assert_eq!(
+        inspect("web", "{{json .HostConfig.Binds}}"),
+        format!("[\"{}:/data:Z\"]", on_a.display())
+    );
 
     let started = Instant::now();
     let reply = world
@@ -769,4 +795,31 @@ async fn the_agent_survives_the_engine_restarting() {
     .await;
     let s = world.nodes[0].status.borrow().clone();
     assert!(s.engine_reachable && s.errors.is_empty(), "{s:?}");
+}
+
+// ---------------------------------------------------------------------------
+// The binary
+
+/// A bad `container` section is refused with a reason naming the file (no engine
+/// needed).
+#[test]
+fn the_binary_explains_a_bad_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.yml");
+    std::fs::write(
+        &config,
+        "version: 1\ncontrol-service: {hostname: 127.0.0.1}\ndataset: {backend: directory}\ncontainer: {docker_host: tcp://10.0.0.1:2375}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flocker-container-agent"))
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("agent.yml") && stderr.contains("unix sockets"),
+        "{stderr}"
+    );
 }

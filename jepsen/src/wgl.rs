@@ -218,7 +218,7 @@ impl Timeline {
         let mut out = Vec::new();
         let mut at = self.next[HEAD];
         while at != node && at != TAIL && out.len() < limit {
-            if at % 2 == 0 {
+            if at.is_multiple_of(2) {
                 out.push((at - 2) / 2);
             }
             at = self.next[at];
@@ -275,13 +275,13 @@ pub fn search<M: Model>(
             return report(Verdict::Linearizable, &cache);
         }
         steps += 1;
-        if steps % 1024 == 0 && began.elapsed() > limits.max_time {
+        if steps.is_multiple_of(1024) && began.elapsed() > limits.max_time {
             return report(
                 Verdict::Unknown(format!("time limit {:?} reached", limits.max_time)),
                 &cache,
             );
         }
-        if node % 2 == 0 {
+        if node.is_multiple_of(2) {
             let entry = (node - 2) / 2;
             if let Some(after) = model.step(&state, &entries[entry].op) {
                 let key = linearized ^ keys[entry];

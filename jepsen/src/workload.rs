@@ -183,11 +183,20 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
+/// The error of a 503 in the history (followed by the response's description).
+pub const UNAVAILABLE: &str = "unavailable";
+
 /// The outcome of a 5xx, or `None` for other statuses.
 fn unavailable(reply: &Reply, value: &Value) -> Option<Outcome> {
     match reply.status {
-        StatusCode::SERVICE_UNAVAILABLE => Some(Outcome::fail(value.clone(), "unavailable")),
-        StatusCode::GATEWAY_TIMEOUT => Some(Outcome::info(value.clone(), "indeterminate")),
+        StatusCode::SERVICE_UNAVAILABLE => Some(Outcome::fail(
+            value.clone(),
+            format!("{UNAVAILABLE}: {}", reply.description().unwrap_or("")),
+        )),
+        StatusCode::GATEWAY_TIMEOUT => Some(Outcome::info(
+            value.clone(),
+            format!("indeterminate: {}", reply.description().unwrap_or("")),
+        )),
         s if s.is_server_error() => Some(Outcome::info(
             value.clone(),
             format!(

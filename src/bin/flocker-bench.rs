@@ -828,7 +828,7 @@ impl Merged {
         }
     }
 
-    fn to_json(&mut self, workload: Workload) -> Value {
+    fn summary(&mut self, workload: Workload) -> Value {
         let ops = self.latencies.len();
         let mut value = latency_json(&mut self.latencies, self.seconds);
         value["errors"] = json!(self.errors);
@@ -943,11 +943,11 @@ async fn compare(options: CompareOptions) -> anyhow::Result<()> {
         for (ci, clients) in options.clients.iter().enumerate() {
             let ours = results
                 .get_mut(&(wi, ci, false))
-                .map(|m| m.to_json(*workload))
+                .map(|m| m.summary(*workload))
                 .unwrap_or(Value::Null);
             let etcd = results
                 .get_mut(&(wi, ci, true))
-                .map(|m| m.to_json(*workload))
+                .map(|m| m.summary(*workload))
                 .unwrap_or(Value::Null);
             let ratio = |field: &str| {
                 let (a, b) = (ours[field].as_f64()?, etcd[field].as_f64()?);
@@ -1229,25 +1229,40 @@ fn clients_for(cluster: &LocalCluster, ids: &[u64], count: usize) -> anyhow::Res
 }
 
 /// Linearizable full-list GETs on node `id`: (median, max) ms and the count seen.
+/// Linearizable full-list GETs on node `id`: median and max ms to the last byte of the body
+/// (the client's JSON decoding is timed apart), and the count seen.
 async fn list_latency(cluster: &LocalCluster, id: u64, samples: usize) -> anyhow::Result<Value> {
-    let client = ours_client(cluster, id, Duration::from_secs(30))?;
+    let config = (*flocker::tls::client_config(&cluster.admin_tls())?).clone();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("{}/v1/configuration/datasets", cluster.api_url(id));
     let mut lat = Vec::new();
+    let mut decode = Vec::new();
     let mut count = 0;
     let mut bytes = 0;
     for _ in 0..samples {
         let began = Instant::now();
-        let reply = client.get("/v1/configuration/datasets").await?;
+        let response = http.get(&url).send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
         lat.push(began.elapsed());
-        if !reply.status.is_success() {
-            bail!("list: {}", reply.status);
+        if !status.is_success() {
+            bail!("list: {status}");
         }
-        count = reply.body.as_array().map_or(0, Vec::len);
-        bytes = reply.raw.len();
+        let began = Instant::now();
+        let list: Value = serde_json::from_slice(&body)?;
+        decode.push(began.elapsed());
+        count = list.as_array().map_or(0, Vec::len);
+        bytes = body.len();
     }
     lat.sort();
+    decode.sort();
     Ok(json!({
         "median_ms": percentile(&lat, 50.0),
         "max_ms": percentile(&lat, 100.0),
+        "client_decode_median_ms": percentile(&decode, 50.0),
         "datasets": count,
         "body_bytes": bytes,
     }))

@@ -93,7 +93,11 @@ pub fn describe(op: &Op) -> String {
         op.complete as f64 / 1e9,
         kind,
         shorten(&op.invoke_value),
-        shorten(&op.value),
+        if op.value == op.invoke_value {
+            "same".to_owned()
+        } else {
+            shorten(&op.value)
+        },
         op.error
             .as_deref()
             .map(|e| format!(" ({e})"))

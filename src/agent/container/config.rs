@@ -1,7 +1,6 @@
 //! The container agent's configuration: the same `agent.yml` as the dataset agent (as in
-//! Flocker, both agents of a node read one file), parsed by
-//! [`AgentConfig`](crate::agent::dataset::AgentConfig), plus an optional top-level
-//! `container` mapping (which the dataset agent ignores):
+//! Flocker, both agents of a node read one file), parsed by [`AgentConfig`], plus an
+//! optional top-level `container` mapping (which the dataset agent ignores):
 //!
 //! ```yaml
 //! container:

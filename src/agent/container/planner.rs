@@ -522,3 +522,425 @@ pub fn discover(
         volume,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+    const DATASETS: [&str; 3] = [
+        "11111111-1111-4111-8111-111111111111",
+        "22222222-2222-4222-8222-222222222222",
+        "33333333-3333-4333-8333-333333333333",
+    ];
+    const HOST: &str = "10.0.0.1";
+
+    fn node() -> Uuid {
+        Uuid::from_u128(1)
+    }
+
+    fn other() -> Uuid {
+        Uuid::from_u128(2)
+    }
+
+    /// A Docker engine as far as the planner can tell.
+    #[derive(Debug, Clone)]
+    struct Sim {
+        containers: Vec<EngineContainer>,
+        image_env: Vec<String>,
+        image_cmd: Option<Vec<String>>,
+        next_id: u64,
+    }
+
+    impl Sim {
+        fn create(&mut self, spec: &ContainerSpec) -> Result<(), String> {
+            if self
+                .containers
+                .iter()
+                .any(|c| c.docker_name == spec.docker_name)
+            {
+                return Err(format!("name {} in use", spec.docker_name));
+            }
+            // The engine merges the image's variables under the container's.
+            let mut env: BTreeMap<String, String> =
+                self.image_env.iter().map(|e| split_env(e)).collect();
+            env.extend(spec.env.iter().map(|e| split_env(e)));
+            self.next_id += 1;
+            self.containers.push(EngineContainer {
+                id: format!("id{}", self.next_id),
+                docker_name: spec.docker_name.clone(),
+                labels: spec.labels.clone(),
+                image: spec.image.clone(),
+                env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                cmd: spec.cmd.clone().or_else(|| self.image_cmd.clone()),
+                binds: spec.bind.iter().cloned().collect(),
+                ports: spec.ports.clone(),
+                cpu_shares: spec.cpu_shares,
+                memory: spec.memory,
+                restart_policy: spec.restart_policy.clone(),
+                running: true,
+                restarting: false,
+                started: true,
+                exit_code: 0,
+                restart_count: 0,
+                image_env: self.image_env.clone(),
+                image_cmd: self.image_cmd.clone(),
+            });
+            Ok(())
+        }
+
+        fn apply(&mut self, action: &Action) -> Result<(), String> {
+            match action {
+                Action::Remove { id, .. } => self.containers.retain(|c| &c.id != id),
+                Action::Create { spec, .. } => self.create(spec)?,
+                Action::Recreate { id, spec, .. } => {
+                    self.containers.retain(|c| &c.id != id);
+                    self.create(spec)?;
+                }
+                Action::Start { id, .. } => {
+                    let c = self
+                        .containers
+                        .iter_mut()
+                        .find(|c| &c.id == id)
+                        .ok_or("no such container")?;
+                    c.running = true;
+                    c.started = true;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct World {
+        configuration: Configuration,
+        manifestations: Vec<ManifestationState>,
+        sim: Sim,
+    }
+
+    fn policy() -> impl Strategy<Value = RestartPolicy> {
+        prop_oneof![
+            Just(RestartPolicy::Never),
+            Just(RestartPolicy::Always),
+            proptest::option::of(0u64..4).prop_map(|m| RestartPolicy::OnFailure {
+                maximum_retry_count: m
+            }),
+        ]
+    }
+
+    fn container(name: &'static str) -> impl Strategy<Value = (Container, bool)> {
+        (
+            prop::bool::ANY,
+            prop::sample::select(vec!["img:1", "img:2"]),
+            proptest::collection::btree_map(
+                prop::sample::select(vec!["A", "B", "PATH"]),
+                prop::sample::select(vec!["1", "2", "/bin"]),
+                0..3,
+            ),
+            // The API keeps aliases unique within a container.
+            proptest::collection::btree_map(
+                prop::sample::select(vec!["db", "cache"]),
+                (1u16..4, 1u16..4),
+                0..3,
+            ),
+            proptest::collection::vec((1u16..4, 1u16..100), 0..3),
+            proptest::option::of(prop::sample::select(vec![vec!["run"], vec!["serve", "-x"]])),
+            proptest::option::of(0u64..3),
+            proptest::option::of(0u64..3),
+            policy(),
+            proptest::option::of((
+                0usize..DATASETS.len(),
+                prop::sample::select(vec!["/data", "/var/x"]),
+            )),
+        )
+            .prop_map(
+                move |(here, image, env, links, ports, cmd, cpu, mem, restart, volume)| {
+                    let c = Container {
+                        name: name.to_owned(),
+                        node_uuid: if here { node() } else { other() },
+                        image: image.to_owned(),
+                        ports: ports
+                            .into_iter()
+                            .map(|(internal, external)| Port { internal, external })
+                            .collect(),
+                        links: links
+                            .into_iter()
+                            .map(|(alias, (local_port, remote_port))| Link {
+                                alias: alias.to_owned(),
+                                local_port,
+                                remote_port,
+                            })
+                            .collect(),
+                        environment: env
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect(),
+                        restart_policy: restart,
+                        command_line: cmd.map(|v| v.into_iter().map(str::to_owned).collect()),
+                        cpu_shares: cpu.map(|n| n * 512),
+                        memory_limit: mem.map(|n| n << 26),
+                        swappiness: 3,
+                        volume: volume.map(|(d, m)| Volume {
+                            dataset_id: DATASETS[d].to_owned(),
+                            mountpoint: m.to_owned(),
+                        }),
+                    };
+                    (c, here)
+                },
+            )
+    }
+
+    fn world() -> impl Strategy<Value = World> {
+        (
+            NAMES.map(|n| proptest::option::of(container(n))),
+            proptest::collection::vec(prop::bool::ANY, DATASETS.len()),
+            proptest::collection::vec(
+                prop::sample::select(vec!["PATH=/bin", "A=1", "HOME=/"]),
+                0..3,
+            ),
+            proptest::option::of(Just(vec!["run".to_owned()])),
+            // Leftovers in the engine: (name, owned here, garbage image).
+            proptest::collection::vec(
+                (0usize..NAMES.len(), prop::bool::ANY, prop::bool::ANY),
+                0..4,
+            ),
+        )
+            .prop_map(|(containers, mounted, image_env, image_cmd, leftovers)| {
+                let mut configuration = Configuration::default();
+                for (c, _) in containers.into_iter().flatten() {
+                    configuration.containers.insert(c.name.clone(), c);
+                }
+                let manifestations = DATASETS
+                    .iter()
+                    .zip(mounted)
+                    .filter(|(_, m)| *m)
+                    .map(|(d, _)| ManifestationState {
+                        dataset_id: (*d).to_owned(),
+                        path: format!("/flocker/{d}"),
+                        maximum_size: None,
+                    })
+                    .collect();
+                let mut sim = Sim {
+                    containers: Vec::new(),
+                    image_env: image_env.into_iter().map(str::to_owned).collect(),
+                    image_cmd,
+                    next_id: 0,
+                };
+                for (i, here, garbage) in leftovers {
+                    let owner = if here { node() } else { other() };
+                    let spec = ContainerSpec {
+                        docker_name: format!("{NAME_PREFIX}{}", NAMES[i]),
+                        image: if garbage { "old:1" } else { "img:1" }.to_owned(),
+                        env: vec!["OLD=1".to_owned()],
+                        cmd: None,
+                        ports: Vec::new(),
+                        publish_address: "127.0.0.1".to_owned(),
+                        bind: None,
+                        cpu_shares: None,
+                        memory: None,
+                        restart_policy: RestartPolicy::Never,
+                        labels: BTreeMap::from([(NODE_LABEL.to_owned(), owner.to_string())]),
+                    };
+                    let _ = sim.create(&spec);
+                }
+                World {
+                    configuration,
+                    manifestations,
+                    sim,
+                }
+            })
+    }
+
+    fn plan_for(world: &World, restarts: &BTreeMap<String, u64>) -> Plan {
+        plan(&PlanInput {
+            node: node(),
+            configuration: &world.configuration,
+            manifestations: Some(&world.manifestations),
+            link_host: HOST,
+            publish_address: "127.0.0.1",
+            engine: &world.sim.containers,
+            agent_restarts: restarts,
+        })
+    }
+
+    fn foreign(world: &World) -> Vec<EngineContainer> {
+        world
+            .sim
+            .containers
+            .iter()
+            .filter(|c| !owned_by(c, node()))
+            .cloned()
+            .collect()
+    }
+
+    fn manifest(world: &World, c: &Container) -> bool {
+        c.volume.as_ref().is_none_or(|v| {
+            world
+                .manifestations
+                .iter()
+                .any(|m| m.dataset_id == v.dataset_id)
+        })
+    }
+
+    /// Plan and apply until nothing is left to do; panics after 5 rounds.
+    fn converge(world: &mut World) {
+        let restarts = BTreeMap::new();
+        for _ in 0..5 {
+            let plan = plan_for(world, &restarts);
+            if plan.actions.is_empty() {
+                return;
+            }
+            for action in &plan.actions {
+                if let Action::Create { name, .. } | Action::Recreate { name, .. } = action {
+                    let wanted = &world.configuration.containers[name];
+                    assert!(
+                        manifest(world, wanted),
+                        "{name} created without its dataset"
+                    );
+                }
+                world.sim.apply(action).unwrap();
+            }
+        }
+        panic!(
+            "no fixed point after 5 rounds: {:?}",
+            plan_for(world, &restarts)
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// From any engine, the plan reaches a fixed point in which exactly the
+        /// containers configured here whose dataset is mounted here (and whose name no
+        /// other node holds) run, each discovered back exactly as configured; other
+        /// nodes' containers are never touched; nothing is created without its dataset.
+        #[test]
+        fn converges_to_the_configuration(mut world in world()) {
+            let before = foreign(&world);
+            converge(&mut world);
+            prop_assert_eq!(foreign(&world), before.clone());
+            let held: BTreeSet<String> = before.iter().map(|c| c.docker_name.clone()).collect();
+            let state = observed_state(node(), &world.sim.containers, Some(&world.manifestations));
+            let expected: Vec<Container> = world
+                .configuration
+                .containers
+                .values()
+                .filter(|c| c.node_uuid == node() && manifest(&world, c))
+                .filter(|c| !held.contains(&format!("{NAME_PREFIX}{}", c.name)))
+                .map(|c| normalise(c, &world.sim.image_env, world.sim.image_cmd.as_deref()))
+                .collect();
+            let found: Vec<Container> = state.iter().filter(|s| {
+                // Leftovers waiting for their dataset stay until it is mounted.
+                world.configuration.containers.get(&s.container.name).is_none_or(|c| manifest(&world, c))
+            }).map(|s| s.container.clone()).collect();
+            prop_assert_eq!(found, expected);
+            prop_assert!(state.iter().all(|s| s.running));
+        }
+
+        /// Without the dataset agent's state nothing is done.
+        #[test]
+        fn unknown_datasets_mean_no_action(world in world()) {
+            let p = plan(&PlanInput {
+                node: node(),
+                configuration: &world.configuration,
+                manifestations: None,
+                link_host: HOST,
+                publish_address: "127.0.0.1",
+                engine: &world.sim.containers,
+                agent_restarts: &BTreeMap::new(),
+            });
+            prop_assert!(p.actions.is_empty());
+            prop_assert_eq!(p.waiting, vec![Waiting::DatasetStateUnknown]);
+        }
+
+        /// Once converged, stopped containers are started again exactly when their
+        /// restart policy says so, and never recreated for being stopped.
+        #[test]
+        fn stopped_containers_follow_their_policy(mut world in world(), exit in prop::sample::select(vec![0i64, 1, 137])) {
+            converge(&mut world);
+            for c in &mut world.sim.containers {
+                if owned_by(c, node()) {
+                    c.running = false;
+                    c.exit_code = exit;
+                }
+            }
+            let p = plan_for(&world, &BTreeMap::new());
+            for c in world.sim.containers.iter().filter(|c| owned_by(c, node())) {
+                let name = c.docker_name.strip_prefix(NAME_PREFIX).unwrap();
+                let started = p.actions.iter().any(|a| matches!(a, Action::Start { id, .. } if id == &c.id));
+                let wanted = world.configuration.containers.get(name).is_some_and(|w| w.node_uuid == node());
+                let expected = wanted && match c.restart_policy {
+                    RestartPolicy::Never => false,
+                    RestartPolicy::Always => true,
+                    // No retries made yet, so below any maximum.
+                    RestartPolicy::OnFailure { .. } => exit != 0,
+                };
+                prop_assert_eq!(started, expected, "{:?}", c);
+            }
+            let only_starts = p.actions.iter().all(|a| matches!(a, Action::Start { .. }));
+            prop_assert!(only_starts);
+        }
+    }
+
+    #[test]
+    fn on_failure_counts_engine_and_agent_restarts() {
+        let mut world = Sim {
+            containers: Vec::new(),
+            image_env: Vec::new(),
+            image_cmd: None,
+            next_id: 0,
+        };
+        let c = Container {
+            name: "x".into(),
+            node_uuid: node(),
+            image: "img:1".into(),
+            ports: Vec::new(),
+            links: Vec::new(),
+            environment: BTreeMap::new(),
+            restart_policy: RestartPolicy::OnFailure {
+                maximum_retry_count: Some(3),
+            },
+            command_line: None,
+            cpu_shares: None,
+            memory_limit: None,
+            swappiness: 0,
+            volume: None,
+        };
+        world
+            .create(&spec_for(&c, None, HOST, "127.0.0.1", node()))
+            .unwrap();
+        let e = &mut world.containers[0];
+        e.running = false;
+        e.exit_code = 1;
+        e.restart_count = 2;
+        assert!(should_start(e, 0));
+        assert!(!should_start(e, 1));
+        e.exit_code = 0;
+        assert!(!should_start(e, 0), "a clean exit is not a failure");
+        e.started = false;
+        assert!(should_start(e, 9), "never started: always start");
+    }
+
+    #[test]
+    fn links_become_docker_link_variables_and_back() {
+        let link = Link {
+            alias: "db".into(),
+            local_port: 5432,
+            remote_port: 15432,
+        };
+        let env: Vec<String> = link_environment(&link, "10.1.2.3")
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "DB_PORT_5432_TCP=tcp://10.1.2.3:15432",
+                "DB_PORT_5432_TCP_ADDR=10.1.2.3",
+                "DB_PORT_5432_TCP_PORT=15432",
+                "DB_PORT_5432_TCP_PROTO=tcp"
+            ]
+        );
+    }
+}

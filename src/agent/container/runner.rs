@@ -117,6 +117,7 @@ impl ContainerAgent {
             states: states_tx,
             agent_restarts: BTreeMap::new(),
             errors: Backoff::new(Duration::from_millis(100), self.timing.max_error_backoff),
+            engine_errors: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
         };
         convergence.run(shutdown).await;
         poller.abort();
@@ -263,6 +264,8 @@ struct Convergence<'a> {
     /// Starts this agent made after failures, by container id (`on-failure` maximum).
     agent_restarts: BTreeMap<String, u64>,
     errors: Backoff,
+    /// Retrying a local socket is cheap: an engine that comes back is seen within 1 s.
+    engine_errors: Backoff,
 }
 
 impl Convergence<'_> {
@@ -294,6 +297,7 @@ impl Convergence<'_> {
             Ok(engine) => engine,
             Err(e) => return self.engine_down(e),
         };
+        self.engine_errors.reset();
         let view = &received.view;
         let node = self.agent.node;
         let node_state = view.state.nodes.get(&node);
@@ -332,7 +336,15 @@ impl Convergence<'_> {
     }
 
     fn engine_down(&mut self, e: EngineError) -> Duration {
-        tracing::warn!(error = %e, "cannot observe the Docker engine; will retry");
+        let was_reachable = {
+            let s = self.agent.status.borrow();
+            s.engine_reachable || s.iterations == 0
+        };
+        if was_reachable {
+            tracing::warn!(error = %e, "cannot observe the Docker engine; retrying every second");
+        } else {
+            tracing::debug!(error = %e, "the Docker engine is still unreachable");
+        }
         self.states.send_replace(None);
         self.agent.status.send_modify(|s| {
             s.engine_reachable = false;
@@ -340,7 +352,7 @@ impl Convergence<'_> {
             s.observed = None;
             s.errors = vec![e.to_string()];
         });
-        self.errors.next_delay()
+        self.engine_errors.next_delay()
     }
 
     /// Removals first (they free names and ports), then the rest, each group in
