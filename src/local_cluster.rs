@@ -41,7 +41,8 @@ pub struct LocalCluster {
     /// Where `flocker-control` (and the agents) are.
     bin_dir: PathBuf,
     controls: BTreeMap<NodeId, Child>,
-    agents: BTreeMap<Uuid, Child>,
+    /// Agent processes by (node, program).
+    agents: BTreeMap<(Uuid, String), Child>,
     pub agent_nodes: Vec<Uuid>,
     /// Extra arguments for every control node (e.g. `--snapshot-every 100`).
     pub control_args: Vec<String>,
@@ -252,8 +253,22 @@ impl LocalCluster {
         }
     }
 
-    /// Start one agent process per agent node, if its binary exists. Returns what started.
-    pub fn start_agents(&mut self, program: &str, backend: &str) -> anyhow::Result<Vec<Uuid>> {
+    /// Write each agent node's `agent.yml` (both agents of a node read the same file, so
+    /// they share its era and never discard each other's reports).
+    pub fn write_agent_configs(&self, backend: &str) -> anyhow::Result<()> {
+        for node in &self.agent_nodes {
+            std::fs::write(
+                self.node_dir(*node).join("agent.yml"),
+                self.agent_yml(*node, backend),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Start `program` (an agent binary next to `flocker-control`) once per agent node,
+    /// with the node's `agent.yml`. Returns the nodes it started for (none when the
+    /// binary is absent).
+    pub fn start_agents(&mut self, program: &str) -> anyhow::Result<Vec<Uuid>> {
         let binary = self.bin_dir.join(program);
         if !binary.exists() {
             return Ok(Vec::new());
@@ -261,8 +276,6 @@ impl LocalCluster {
         let mut started = Vec::new();
         for node in self.agent_nodes.clone() {
             let node_dir = self.node_dir(node);
-            let config = node_dir.join("agent.yml");
-            std::fs::write(&config, self.agent_yml(node, backend))?;
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -270,12 +283,15 @@ impl LocalCluster {
             let mut command = Command::new(&binary);
             command
                 .arg("-c")
-                .arg(&config)
+                .arg(node_dir.join("agent.yml"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);
             process_group(&mut command);
-            self.agents.insert(node, command.spawn()?);
+            let child = command
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            self.agents.insert((node, program.to_owned()), child);
             started.push(node);
         }
         Ok(started)
@@ -329,10 +345,12 @@ impl LocalCluster {
             .agent_nodes
             .iter()
             .map(|n| {
+                let pid = |program: &str| self.agents.get(&(*n, program.to_owned())).map(Child::id);
                 json!({
                     "uuid": n,
                     "directory": self.node_dir(*n),
-                    "dataset_agent_pid": self.agents.get(n).map(Child::id),
+                    "dataset_agent_pid": pid("flocker-dataset-agent"),
+                    "container_agent_pid": pid("flocker-container-agent"),
                 })
             })
             .collect();

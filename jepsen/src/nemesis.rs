@@ -12,8 +12,9 @@
 //! - `partition-bridge`: two halves joined only through one node that sees both;
 //! - `kill-random`, `kill-leader`: SIGKILL, restarted (same data) when healed;
 //! - `pause-random`, `pause-leader`: SIGSTOP, SIGCONT when healed;
-//! - `membership`: remove a node (joint consensus), stop it and wipe its data; when
-//!   healed, it comes back empty under a new Raft id, as a learner, then a voter.
+//! - `membership`: remove a node (the leader half the time; joint consensus), stop it
+//!   and wipe its data; when healed, it comes back empty under a new Raft id, as a
+//!   learner, then a voter.
 //!
 //! `partition`, `kill` and `pause` pick a variant at random each time; `all` is every
 //! kind. Kills and pauses together never take down more than a minority; a membership
@@ -366,13 +367,14 @@ impl Nemesis {
                 if !self.active.is_empty() {
                     return;
                 }
-                let healthy = self.healthy_slots();
-                let Some(&slot) = healthy.choose(&mut self.rng) else {
+                // Half the time the leader: removing it while writes are in flight is
+                // the hard case.
+                let Some((slot, why)) = self.target(None).await else {
                     return;
                 };
                 let id = self.new_id();
                 let raft_id = lock(&self.cluster).node(slot).raft_id;
-                let value = json!({"id": id, "node": Endpoints::name(slot), "raft_id": raft_id, "action": "remove"});
+                let value = json!({"id": id, "node": Endpoints::name(slot), "raft_id": raft_id, "action": "remove", "target": why});
                 self.note("start-membership", value, Some(slot), None);
                 match cluster::remove_member(&self.cluster, slot, Duration::from_secs(20)).await {
                     Ok(_) => self.active.push(Active::Removed { id, slot }),

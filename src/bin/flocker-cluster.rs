@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use flocker::agent::container::{docker_available, DEFAULT_DOCKER_HOST};
 use flocker::cluster_config::ClusterFile;
-use flocker::local_cluster::{signal_pid, LocalCluster};
+use flocker::local_cluster::LocalCluster;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,12 +82,12 @@ fn backend(configured: &str) -> &'static str {
         "loopback" => "loopback",
         "directory" => "directory",
         // Real loop devices need root.
-        _ if unsafe_is_root() => "loopback",
+        _ if is_root() => "loopback",
         _ => "directory",
     }
 }
 
-fn unsafe_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -108,14 +108,23 @@ async fn up(config: PathBuf, dir: PathBuf, no_agents: bool) -> anyhow::Result<()
         "control nodes {:?} are up; node {leader} leads",
         cluster.ids()
     );
-    let mut container_agents = Vec::new();
     if !no_agents {
-        let started = cluster.start_agents("flocker-dataset-agent", backend)?;
+        cluster.write_agent_configs(backend)?;
+        let started = cluster.start_agents("flocker-dataset-agent")?;
         if started.is_empty() {
             println!("no flocker-dataset-agent binary next to this one: running without agents");
         } else {
             println!("dataset agents ({backend} backend) for nodes {started:?}");
-            container_agents = start_container_agents(&cluster, &started)?;
+            if docker_available(DEFAULT_DOCKER_HOST) {
+                let started = cluster.start_agents("flocker-container-agent")?;
+                println!(
+                    "container agents (Docker at {DEFAULT_DOCKER_HOST}) for nodes {started:?}"
+                );
+            } else {
+                println!(
+                    "no Docker engine answers on {DEFAULT_DOCKER_HOST}: running without container agents"
+                );
+            }
         }
     }
     let description = cluster.write_description()?;
@@ -135,72 +144,9 @@ async fn up(config: PathBuf, dir: PathBuf, no_agents: bool) -> anyhow::Result<()
         _ = terminate.recv() => {}
     }
     println!("stopping");
-    stop_children(&mut container_agents);
     cluster.stop_all();
     cluster.release_storage();
     Ok(())
-}
-
-/// One `flocker-container-agent` per node, reading the node's agent.yml (the dataset
-/// agent's: same control services, certificates and era), when a Docker engine answers
-/// on its default socket. Each runs in its own process group and is stopped by PID.
-fn start_container_agents(
-    cluster: &LocalCluster,
-    nodes: &[uuid::Uuid],
-) -> anyhow::Result<Vec<std::process::Child>> {
-    use std::os::unix::process::CommandExt;
-    let binary = bin_dir()?.join("flocker-container-agent");
-    if !binary.exists() {
-        println!(
-            "no flocker-container-agent binary next to this one: running without container agents"
-        );
-        return Ok(Vec::new());
-    }
-    if !docker_available(DEFAULT_DOCKER_HOST) {
-        println!(
-            "no Docker engine answers on {DEFAULT_DOCKER_HOST}: running without container agents"
-        );
-        return Ok(Vec::new());
-    }
-    let mut children = Vec::new();
-    for node in nodes {
-        let node_dir = cluster.node_dir(*node);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node_dir.join("flocker-container-agent.log"))?;
-        let child = std::process::Command::new(&binary)
-            .arg("-c")
-            .arg(node_dir.join("agent.yml"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        children.push(child);
-    }
-    println!("container agents (Docker at {DEFAULT_DOCKER_HOST}) for nodes {nodes:?}");
-    Ok(children)
-}
-
-/// SIGTERM each child by PID, give them 5 s, then SIGKILL what is left.
-fn stop_children(children: &mut Vec<std::process::Child>) {
-    for child in children.iter() {
-        let _ = signal_pid(child.id(), libc::SIGTERM);
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    for child in children.iter_mut() {
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    children.clear();
 }
 
 fn existing(dir: &std::path::Path) -> anyhow::Result<LocalCluster> {
