@@ -202,13 +202,7 @@ impl ApiContext {
                 return (version, body.clone());
             }
         }
-        let list: Vec<Value> = state
-            .config
-            .datasets
-            .values()
-            .map(render::dataset)
-            .collect();
-        let body = Bytes::from(serde_json::to_vec(&list).expect("JSON values serialize"));
+        let body = Bytes::from(render::dataset_list(&state.config.datasets));
         *cache = Some((version, body.clone()));
         (version, body)
     }

@@ -6,15 +6,38 @@ use uuid::Uuid;
 use crate::model::{ClusterState, Container, Dataset, Lease, Micros, RestartPolicy};
 
 pub fn dataset(d: &Dataset) -> Value {
-    let mut object = Map::new();
-    object.insert("dataset_id".into(), json!(d.dataset_id));
-    object.insert("primary".into(), json!(d.primary.to_string()));
-    object.insert("metadata".into(), json!(d.metadata));
-    object.insert("deleted".into(), json!(d.deleted));
-    if let Some(size) = d.maximum_size {
-        object.insert("maximum_size".into(), json!(size));
+    serde_json::to_value(DatasetJson(d)).expect("a dataset is valid JSON")
+}
+
+/// The dataset-config shape, serialized directly (no intermediate `Value`s): the full
+/// list of 100k datasets is rendered from these.
+pub struct DatasetJson<'a>(pub &'a Dataset);
+
+impl serde::Serialize for DatasetJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let d = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("dataset_id", &d.dataset_id)?;
+        map.serialize_entry("primary", &d.primary.hyphenated())?;
+        map.serialize_entry("metadata", &d.metadata)?;
+        map.serialize_entry("deleted", &d.deleted)?;
+        if let Some(size) = d.maximum_size {
+            map.serialize_entry("maximum_size", &size)?;
+        }
+        map.end()
     }
-    Value::Object(object)
+}
+
+/// `GET /v1/configuration/datasets` as JSON bytes.
+pub fn dataset_list(datasets: &std::collections::BTreeMap<String, Dataset>) -> Vec<u8> {
+    struct List<'a>(&'a std::collections::BTreeMap<String, Dataset>);
+    impl serde::Serialize for List<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(self.0.values().map(DatasetJson))
+        }
+    }
+    serde_json::to_vec(&List(datasets)).expect("datasets are valid JSON")
 }
 
 pub fn restart_policy(policy: &RestartPolicy) -> Value {
