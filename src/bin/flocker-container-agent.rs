@@ -1,7 +1,6 @@
 //! `flocker-container-agent`: the container convergence agent of one node (see
 //! `flocker::agent::container`).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,43 +31,9 @@ struct Options {
     verbose: u8,
 }
 
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("stopping");
-}
-
 fn main() -> ExitCode {
     let options = Options::parse();
-    init_logging(options.verbose);
+    flocker::agent::cli::init_logging(options.verbose);
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -89,6 +54,9 @@ fn run(options: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(container::run(config, shutdown_signal()))?;
+    runtime.block_on(container::run(
+        config,
+        flocker::agent::cli::shutdown_signal(),
+    ))?;
     Ok(())
 }
