@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Parser;
 use serde_json::json;
 
 use flocker_jepsen::checker::{self, CheckOutcome, Validity};
@@ -24,7 +23,7 @@ use flocker_jepsen::workload::{self, Ctx, Workload};
 /// Fault-injection suite for the Flocker control plane: checks, black-box through the v1
 /// API, that the configuration tag is linearizable (and that creates and leases are
 /// safe) under partitions, crashes, pauses and membership changes. Needs root.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, clap::Parser)]
 #[command(name = "flocker-jepsen", version)]
 struct Options {
     /// Control nodes: 3 or 5.
@@ -74,7 +73,7 @@ struct Options {
     #[arg(long, default_value_t = 600.0)]
     checker_time_limit: f64,
     /// Do not run anything: check the history in this directory (from an earlier run)
-    /// with --workload's checker. Does not need root.
+    /// with its workload's checker (or --workload's). Does not need root.
     #[arg(long, value_name = "DIR")]
     check: Option<PathBuf>,
 }
@@ -98,9 +97,15 @@ const INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     tracing_init();
-    let options = Options::parse();
+    let matches = <Options as clap::CommandFactory>::command().get_matches();
+    let workload_given =
+        matches.value_source("workload") == Some(clap::parser::ValueSource::CommandLine);
+    let options = match <Options as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(options) => options,
+        Err(e) => e.exit(),
+    };
     if let Some(dir) = &options.check {
-        return match recheck(&options, dir) {
+        return match recheck(&options, workload_given, dir) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("flocker-jepsen: {e:#}");
@@ -459,11 +464,21 @@ fn write_interrupted(out: &Path, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--check DIR`: check an existing history.
-fn recheck(options: &Options, dir: &Path) -> anyhow::Result<ExitCode> {
+/// `--check DIR`: check an existing history (with the workload of DIR/results.json
+/// unless `--workload` was given).
+fn recheck(options: &Options, workload_given: bool, dir: &Path) -> anyhow::Result<ExitCode> {
     let events = history::load(&dir.join("history.jsonl"))?;
     let ops = history::pair(&events);
-    let outcome = check(options.workload, &ops, options.checker_time_limit);
+    let recorded = std::fs::read_to_string(dir.join("results.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|r| r["run"]["workload"].as_str().map(str::to_owned))
+        .and_then(|w| <Workload as clap::ValueEnum>::from_str(&w, true).ok());
+    let workload = match recorded {
+        Some(w) if !workload_given => w,
+        _ => options.workload,
+    };
+    let outcome = check(workload, &ops, options.checker_time_limit);
     println!(
         "{} operations; {} checker: {} in {:.2} s",
         ops.len(),

@@ -348,6 +348,52 @@ mod tests {
         );
     }
 
+    /// Real namespaces (skipped unless root with iptables, as in CI): created, cut,
+    /// healed and removed without leaving anything behind.
+    #[test]
+    fn namespaces_are_created_partitioned_and_removed() {
+        if !crate::process::is_root() || run("iptables", &["--version"]).is_err() {
+            eprintln!("skipped: needs root, ip and iptables");
+            return;
+        }
+        let mut net = Network::create(2).unwrap();
+        let layout = net.layout.clone();
+        let listing = run("ip", &["netns", "list"]).unwrap();
+        for ns in [layout.switch_ns(), layout.node_ns(1), layout.node_ns(2)] {
+            assert!(listing.contains(&ns), "{ns} in {listing}");
+        }
+        let addr = run(
+            "ip",
+            &["-n", &layout.node_ns(2), "-4", "addr", "show", "eth0"],
+        )
+        .unwrap();
+        assert!(addr.contains(&layout.node_ip(2).to_string()));
+        let rules = |slot: usize| {
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &layout.node_ns(slot),
+                    "iptables",
+                    "-w",
+                    "-S",
+                    "INPUT",
+                ],
+            )
+            .unwrap()
+        };
+        layout.partition(&[(1, 2)]).unwrap();
+        assert!(rules(1).contains(&format!("-s {}/32 -j DROP", layout.node_ip(2))));
+        assert!(rules(2).contains(&format!("-s {}/32 -j DROP", layout.node_ip(1))));
+        layout.heal().unwrap();
+        assert!(!rules(1).contains("DROP") && !rules(2).contains("DROP"));
+        net.teardown();
+        let listing = run("ip", &["netns", "list"]).unwrap();
+        assert!(!listing.contains(&format!("{PREFIX}{}-", layout.run_id)));
+        assert!(run("ip", &["link", "show", &host_link_name(&layout.run_id)]).is_err());
+    }
+
     #[test]
     fn names_fit_interface_limits() {
         // Linux interface names are at most 15 bytes; the largest PID is 2^22.

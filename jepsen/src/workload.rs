@@ -394,7 +394,7 @@ fn elements(ctx: &Ctx, list: &Value) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    to_ranges(&set)
+    to_ranges(set)
 }
 
 async fn read_set(ctx: &Ctx, client: &Client, slot: usize, process: u64, f: &str) -> Kind {
@@ -591,4 +591,81 @@ pub async fn final_reads(ctx: &Ctx, timeout: Duration) -> usize {
         }
     }
     answered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: StatusCode, body: Value) -> Reply {
+        Reply {
+            status,
+            headers: Default::default(),
+            raw: body.to_string().into(),
+            body,
+        }
+    }
+
+    fn ctx() -> Ctx {
+        let layout = crate::netns::Layout {
+            run_id: "1".into(),
+            subnet: [10, 231, 1],
+            slots: 3,
+        };
+        let tls = flocker::tls::TlsFiles::in_dir(std::path::Path::new("/nonexistent"), "x");
+        Ctx::new(
+            Workload::Set,
+            Arc::new(Recorder::new(std::time::Instant::now(), None).unwrap()),
+            Endpoints { layout, tls },
+            Duration::from_secs(1),
+            7,
+            2,
+        )
+    }
+
+    #[test]
+    fn the_current_tag_is_read_from_a_412() {
+        let tag = "0123456789abcdef0000000000000042";
+        let body =
+            json!({"description": format!("Tag doesn't match. Required: x, current: {tag}")});
+        assert_eq!(
+            current_tag(&reply(StatusCode::PRECONDITION_FAILED, body)).as_deref(),
+            Some(tag)
+        );
+        let odd = json!({"description": "Tag doesn't match. Required: x, current: nope"});
+        assert_eq!(
+            current_tag(&reply(StatusCode::PRECONDITION_FAILED, odd)),
+            None
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_outcomes() {
+        let v = json!(1);
+        let o = unavailable(&reply(StatusCode::SERVICE_UNAVAILABLE, json!({})), &v).unwrap();
+        assert_eq!(o.kind, Kind::Fail);
+        let o = unavailable(&reply(StatusCode::GATEWAY_TIMEOUT, json!({})), &v).unwrap();
+        assert_eq!(o.kind, Kind::Info);
+        let o = unavailable(&reply(StatusCode::INTERNAL_SERVER_ERROR, json!({})), &v).unwrap();
+        assert_eq!(o.kind, Kind::Info);
+        assert!(unavailable(&reply(StatusCode::CONFLICT, json!({})), &v).is_none());
+    }
+
+    #[test]
+    fn uuids_encode_numbers_and_only_ours_count() {
+        let ctx = ctx();
+        let id = ctx.uuid("8000", 300);
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+        assert_eq!(ctx.number("8000", &id), Some(300));
+        assert_eq!(ctx.number("9000", &id), None);
+        let list = json!([
+            {"dataset_id": ctx.uuid("8000", 1)},
+            {"dataset_id": ctx.uuid("8000", 2)},
+            {"dataset_id": ctx.uuid("8000", 5)},
+            {"dataset_id": "5a1e0000-0000-4000-8000-000000000001"},
+        ]);
+        assert_eq!(elements(&ctx, &list), json!([[1, 2], [5, 5]]));
+        assert_eq!(holder_of(&ctx, Some(&ctx.uuid("9000", 3))), json!(3));
+        assert_eq!(holder_of(&ctx, None), Value::Null);
+    }
 }

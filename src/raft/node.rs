@@ -224,8 +224,12 @@ impl Consensus {
                 Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
                     return Err(ConsensusError::Invalid(e.to_string()))
                 }
+                // Raft stopped while the write may already be in the log (a leader removed
+                // from the membership stops with its writes committed): unknown, not failed.
                 Ok(Err(RaftError::Fatal(fatal))) => {
-                    return Err(ConsensusError::Stopped(fatal.to_string()))
+                    return Err(ConsensusError::Indeterminate(format!(
+                        "the control node's consensus stopped: {fatal}"
+                    )))
                 }
                 Err(_elapsed) => {
                     return Err(ConsensusError::Indeterminate(

@@ -136,11 +136,23 @@ pub fn explain_wgl<M: wgl::Model>(
     for &id in &ids {
         lines.push(format!("  {}", describe(&ops[id])));
     }
+    // The window's time span is that of its completed operations (indeterminate ones
+    // from long before are kept only because they might land in it).
+    let completed: Vec<usize> = ids
+        .iter()
+        .copied()
+        .filter(|&i| ops[i].kind != Kind::Info)
+        .collect();
+    let span = if completed.is_empty() {
+        &ids
+    } else {
+        &completed
+    };
     let window_json = serde_json::json!({
         "proven": window.proven,
         "history_indexes": ids.iter().map(|&i| ops[i].index).collect::<Vec<_>>(),
-        "start_s": ids.iter().map(|&i| ops[i].invoke).min().unwrap_or(0) as f64 / 1e9,
-        "end_s": ids.iter().map(|&i| ops[i].complete).max().unwrap_or(0) as f64 / 1e9,
+        "start_s": span.iter().map(|&i| ops[i].invoke).min().unwrap_or(0) as f64 / 1e9,
+        "end_s": span.iter().map(|&i| ops[i].complete).max().unwrap_or(0) as f64 / 1e9,
     });
     (lines, window_json)
 }

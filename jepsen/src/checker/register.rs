@@ -236,6 +236,37 @@ fn direct_anomalies(ops: &[Op]) -> Vec<String> {
     out
 }
 
+/// Writes answered 503 during a window: the checker takes a 503 at its word ("not
+/// applied"), so one that was applied after all shows up as a tag change nobody made.
+fn suspects(ops: &[Op], window: &Value) -> Vec<String> {
+    let to_ns = |key: &str| (window[key].as_f64().unwrap_or(0.0) * 1e9) as u64;
+    let (start, end) = (to_ns("start_s"), to_ns("end_s"));
+    let found: Vec<&Op> = ops
+        .iter()
+        .filter(|o| o.f == "cas" && o.kind == Kind::Fail)
+        .filter(|o| {
+            o.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(crate::workload::UNAVAILABLE))
+        })
+        .filter(|o| o.invoke <= end && o.complete >= start)
+        .collect();
+    if found.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "{} writes in that time were answered 503 (taken as not applied; one that was applied anyway would explain the violation):",
+        found.len()
+    )];
+    lines.extend(
+        found
+            .iter()
+            .take(10)
+            .map(|o| format!("  {}", super::describe(o))),
+    );
+    lines
+}
+
 pub fn check(ops: &[Op], limits: Limits) -> CheckOutcome {
     let began = Instant::now();
     let (entries, names) = entries_and_tags(ops);
@@ -265,6 +296,7 @@ pub fn check(ops: &[Op], limits: Limits) -> CheckOutcome {
             let (lines, window) =
                 explain_wgl(&model, &entries, ops, stuck, Duration::from_secs(60));
             explanation.extend(lines);
+            explanation.extend(suspects(ops, &window));
             details["window"] = window;
             Validity::Invalid
         }

@@ -20,22 +20,86 @@ use serde_json::{json, Value};
 use super::{describe, CheckOutcome, Validity};
 use crate::history::{Kind, Op};
 
+/// A set of element numbers (dense small integers), as a bit set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bits(Vec<u64>);
+
+/// Element numbers above this are not ours (and would make the bit sets huge).
+const MAX_ELEMENT: u64 = 1 << 28;
+
+impl Bits {
+    pub fn insert(&mut self, e: u64) {
+        let word = (e / 64) as usize;
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (e % 64);
+    }
+
+    pub fn contains(&self, e: u64) -> bool {
+        self.0
+            .get((e / 64) as usize)
+            .is_some_and(|w| (w >> (e % 64)) & 1 == 1)
+    }
+
+    pub fn union_with(&mut self, other: &Bits) {
+        if other.0.len() > self.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+
+    /// `self` without `other`.
+    pub fn minus(&self, other: &Bits) -> Bits {
+        Bits(
+            self.0
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w & !other.0.get(i).copied().unwrap_or(0))
+                .collect(),
+        )
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, &w)| {
+            (0..64u64)
+                .filter(move |b| (w >> b) & 1 == 1)
+                .map(move |b| i as u64 * 64 + b)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+}
+
 /// Ranges `[[a, b], ...]` (inclusive) to a set.
-pub fn from_ranges(value: &Value) -> Option<BTreeSet<u64>> {
-    let mut out = BTreeSet::new();
+pub fn from_ranges(value: &Value) -> Option<Bits> {
+    let mut out = Bits::default();
     for range in value.as_array()? {
         let a = range.get(0)?.as_u64()?;
         let b = range.get(1)?.as_u64()?;
-        out.extend(a..=b);
+        if b >= MAX_ELEMENT {
+            return None;
+        }
+        for e in a..=b {
+            out.insert(e);
+        }
     }
     Some(out)
 }
 
-/// A set to ranges `[[a, b], ...]`.
-pub fn to_ranges(set: &BTreeSet<u64>) -> Value {
+/// Ascending element numbers to ranges `[[a, b], ...]`.
+pub fn to_ranges(sorted: impl IntoIterator<Item = u64>) -> Value {
     let mut out: Vec<Value> = Vec::new();
     let mut run: Option<(u64, u64)> = None;
-    for &x in set {
+    for x in sorted {
         run = match run {
             Some((a, b)) if x == b + 1 => Some((a, x)),
             Some((a, b)) => {
@@ -51,8 +115,8 @@ pub fn to_ranges(set: &BTreeSet<u64>) -> Value {
     Value::Array(out)
 }
 
-fn sample(set: &BTreeSet<u64>) -> Value {
-    json!(set.iter().take(20).collect::<Vec<_>>())
+fn sample(set: impl IntoIterator<Item = u64>) -> Value {
+    json!(set.into_iter().take(20).collect::<Vec<_>>())
 }
 
 pub fn check(ops: &[Op]) -> CheckOutcome {
@@ -72,7 +136,18 @@ pub fn check(ops: &[Op]) -> CheckOutcome {
             _ => maybe.insert(element, op),
         };
     }
-    let mut reads: Vec<(&Op, BTreeSet<u64>)> = ops
+    // When each element may first appear: once its add was sent, unless it failed.
+    let mut may_appear_after: Vec<u64> = Vec::new();
+    for (&e, add) in attempted.iter().filter(|(e, _)| **e < MAX_ELEMENT) {
+        let e = e as usize;
+        if e >= may_appear_after.len() {
+            may_appear_after.resize(e + 1, u64::MAX);
+        }
+        if add.kind != Kind::Fail {
+            may_appear_after[e] = add.invoke;
+        }
+    }
+    let mut reads: Vec<(&Op, Bits)> = ops
         .iter()
         .filter(|o| (o.f == "read" || o.f == "final-read") && o.kind == Kind::Ok)
         .filter_map(|o| from_ranges(&o.value).map(|s| (o, s)))
@@ -81,34 +156,32 @@ pub fn check(ops: &[Op]) -> CheckOutcome {
     let mut explanation = Vec::new();
 
     // Stale reads: missing something acknowledged before the read began, or something an
-    // earlier read (finished before this one began) saw.
+    // earlier read (finished before this one began) saw. Reads are taken by invocation
+    // time; what they must contain only grows, so it is built incrementally.
     let mut stale = 0usize;
-    let mut by_invoke: Vec<&(&Op, BTreeSet<u64>)> = reads.iter().collect();
+    let mut by_invoke: Vec<&(&Op, Bits)> = reads.iter().collect();
     by_invoke.sort_by_key(|(o, _)| o.invoke);
-    let mut seen_before: BTreeSet<u64> = BTreeSet::new();
-    let mut finished = 0;
+    let mut acks: Vec<(u64, u64)> = acked.iter().map(|(e, add)| (add.complete, *e)).collect();
+    acks.sort_unstable();
+    let mut required = Bits::default();
+    let (mut next_read, mut next_ack) = (0, 0);
     for (read, set) in &by_invoke {
-        while finished < reads.len() && reads[finished].0.complete < read.invoke {
-            seen_before.extend(reads[finished].1.iter().copied());
-            finished += 1;
+        while next_read < reads.len() && reads[next_read].0.complete < read.invoke {
+            required.union_with(&reads[next_read].1);
+            next_read += 1;
         }
-        let acked_before: BTreeSet<u64> = acked
-            .iter()
-            .filter(|(_, add)| add.complete < read.invoke)
-            .map(|(e, _)| *e)
-            .collect();
-        let missing: BTreeSet<u64> = acked_before
-            .union(&seen_before)
-            .filter(|e| !set.contains(e))
-            .copied()
-            .collect();
+        while next_ack < acks.len() && acks[next_ack].0 < read.invoke {
+            required.insert(acks[next_ack].1);
+            next_ack += 1;
+        }
+        let missing = required.minus(set);
         if !missing.is_empty() {
             stale += 1;
             if stale <= 5 {
                 explanation.push(format!(
                     "stale read: {} elements acknowledged or seen before it began are missing (e.g. {}):",
                     missing.len(),
-                    sample(&missing)
+                    sample(missing.iter())
                 ));
                 explanation.push(format!("  {}", describe(read)));
             }
@@ -119,12 +192,13 @@ pub fn check(ops: &[Op]) -> CheckOutcome {
     // the read finished.
     let mut unexpected: BTreeSet<u64> = BTreeSet::new();
     for (read, set) in &reads {
-        for e in set {
-            let possible = attempted
-                .get(e)
-                .is_some_and(|add| add.kind != Kind::Fail && add.invoke < read.complete);
-            if !possible {
-                unexpected.insert(*e);
+        for e in set.iter() {
+            let after = may_appear_after
+                .get(e as usize)
+                .copied()
+                .unwrap_or(u64::MAX);
+            if after >= read.complete {
+                unexpected.insert(e);
             }
         }
     }
@@ -132,7 +206,7 @@ pub fn check(ops: &[Op]) -> CheckOutcome {
         explanation.push(format!(
             "{} elements appeared whose create failed, was never sent, or was sent after the read (e.g. {}):",
             unexpected.len(),
-            sample(&unexpected)
+            sample(unexpected.iter().copied())
         ));
         for e in unexpected.iter().take(5) {
             if let Some(add) = attempted.get(e) {
@@ -141,13 +215,12 @@ pub fn check(ops: &[Op]) -> CheckOutcome {
         }
     }
 
-    let finals: Vec<&(&Op, BTreeSet<u64>)> =
-        reads.iter().filter(|(o, _)| o.f == "final-read").collect();
+    let finals: Vec<&(&Op, Bits)> = reads.iter().filter(|(o, _)| o.f == "final-read").collect();
     // Final reads run one after another once everything is healed; each must hold every
     // acknowledged add. (A later one may hold more: an indeterminate add can land late.)
     let lost: BTreeSet<u64> = acked
         .keys()
-        .filter(|e| finals.iter().any(|(_, s)| !s.contains(e)))
+        .filter(|e| finals.iter().any(|(_, s)| !s.contains(**e)))
         .copied()
         .collect();
     if finals.is_empty() {
@@ -157,14 +230,14 @@ pub fn check(ops: &[Op]) -> CheckOutcome {
         explanation.push(format!(
             "{} acknowledged creates are missing from the final read (e.g. {}):",
             lost.len(),
-            sample(&lost)
+            sample(lost.iter().copied())
         ));
         for e in lost.iter().take(5) {
             explanation.push(format!("  {}", describe(acked[e])));
         }
     }
     let final_set = finals.last().map(|(_, s)| s.clone()).unwrap_or_default();
-    let recovered = maybe.keys().filter(|e| final_set.contains(e)).count();
+    let recovered = maybe.keys().filter(|e| final_set.contains(**e)).count();
     let validity = if !lost.is_empty() || !unexpected.is_empty() || stale > 0 {
         Validity::Invalid
     } else if finals.is_empty() {
@@ -185,9 +258,9 @@ pub fn check(ops: &[Op]) -> CheckOutcome {
             "final_reads": finals.len(),
             "final_size": final_set.len(),
             "lost": lost.len(),
-            "lost_sample": sample(&lost),
+            "lost_sample": sample(lost.iter().copied()),
             "unexpected": unexpected.len(),
-            "unexpected_sample": sample(&unexpected),
+            "unexpected_sample": sample(unexpected.iter().copied()),
             "stale_reads": stale,
             "reads": reads.len(),
         }),
@@ -220,15 +293,23 @@ mod tests {
 
     fn read(f: &str, set: &[u64], t: (u64, u64)) -> Op {
         let set: BTreeSet<u64> = set.iter().copied().collect();
-        op(f, Kind::Ok, Value::Null, to_ranges(&set), t)
+        op(f, Kind::Ok, Value::Null, to_ranges(set), t)
     }
 
     #[test]
     fn ranges_round_trip() {
         let set: BTreeSet<u64> = [1, 2, 3, 7, 9, 10].into_iter().collect();
-        let ranges = to_ranges(&set);
+        let ranges = to_ranges(set.iter().copied());
         assert_eq!(ranges, json!([[1, 3], [7, 7], [9, 10]]));
-        assert_eq!(from_ranges(&ranges).unwrap(), set);
+        let bits = from_ranges(&ranges).unwrap();
+        assert_eq!(bits.iter().collect::<BTreeSet<u64>>(), set);
+        assert_eq!(bits.len(), 6);
+        assert!(bits.contains(9) && !bits.contains(8) && !bits.contains(1000));
+        let mut more = Bits::default();
+        more.insert(200);
+        more.union_with(&bits);
+        assert_eq!(more.minus(&bits).iter().collect::<Vec<_>>(), vec![200]);
+        assert!(from_ranges(&json!([[0, u64::MAX]])).is_none());
     }
 
     #[test]
