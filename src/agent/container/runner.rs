@@ -15,7 +15,9 @@ use super::docker::{DockerEngine, EngineError};
 use super::planner::{self, Action, EngineContainer, Plan, PlanInput};
 use crate::agent::dataset::config::Timing;
 use crate::agent::dataset::connection::{Backoff, ConnectionError, ControlConnection};
-use crate::agent::dataset::runner::{boot_id, node_uuid, poll_views, AgentError, Received, Views};
+use crate::agent::dataset::runner::{
+    boot_id, next_round, node_uuid, poll_views, AgentError, Received, Views,
+};
 use crate::agent::protocol::{ClusterView, ReportAccepted, ReportedState, StateReport};
 use crate::model::ContainerState;
 
@@ -277,17 +279,8 @@ impl Convergence<'_> {
                 Some(received) => self.iterate(&received).await,
                 None => Duration::MAX,
             };
-            let sleep = async {
-                if delay == Duration::MAX {
-                    std::future::pending::<()>().await
-                } else {
-                    tokio::time::sleep(delay).await
-                }
-            };
-            tokio::select! {
-                () = &mut shutdown => return,
-                r = self.views.changed() => if r.is_err() { return },
-                () = sleep => {}
+            if !next_round(&mut self.views, delay, &mut shutdown).await {
+                return;
             }
         }
     }

@@ -372,6 +372,27 @@ struct Convergence<'a> {
     errors: Backoff,
 }
 
+/// Wait for a new view, for `delay` (`Duration::MAX`: no timer), or for shutdown; false
+/// when the agent should stop (shutdown, or the views ended).
+pub(crate) async fn next_round<F: Future<Output = ()>>(
+    views: &mut watch::Receiver<Views>,
+    delay: Duration,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> bool {
+    let sleep = async {
+        if delay == Duration::MAX {
+            std::future::pending::<()>().await
+        } else {
+            tokio::time::sleep(delay).await
+        }
+    };
+    tokio::select! {
+        () = shutdown.as_mut() => false,
+        changed = views.changed() => changed.is_ok(),
+        () = sleep => true,
+    }
+}
+
 impl Convergence<'_> {
     async fn run(&mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -382,17 +403,8 @@ impl Convergence<'_> {
                 // Nothing to act on before the first view.
                 None => Duration::MAX,
             };
-            let sleep = async {
-                if delay == Duration::MAX {
-                    std::future::pending::<()>().await
-                } else {
-                    tokio::time::sleep(delay).await
-                }
-            };
-            tokio::select! {
-                () = &mut shutdown => return,
-                r = self.views.changed() => if r.is_err() { return },
-                () = sleep => {}
+            if !next_round(&mut self.views, delay, &mut shutdown).await {
+                return;
             }
         }
     }
