@@ -185,17 +185,8 @@ async fn leader_duties(
         let now = now_micros();
         let (leases_due, state_due) = {
             let state = consensus.state.read();
-            let leases_due = state
-                .config
-                .leases
-                .values()
-                .any(|l| l.expiration.is_some_and(|at| at < now));
-            let cutoff = now.saturating_sub(expiry);
-            let state_due = state.cluster.nodes.values().any(|n| {
-                (n.datasets.is_some() && n.datasets_seen < cutoff)
-                    || (n.containers.is_some() && n.containers_seen < cutoff)
-                    || n.datasets_seen.max(n.containers_seen) < cutoff
-            });
+            let leases_due = state.config.leases.values().any(|l| l.expired(now));
+            let state_due = state.cluster.has_stale_reports(now.saturating_sub(expiry));
             (leases_due, state_due)
         };
         let wait = Duration::from_secs(2);

@@ -59,20 +59,34 @@ where
 /// An acknowledged create: when it was sent, when it was acknowledged, the dataset id.
 type Acked = (Instant, Instant, String);
 
+/// What the writers share with the test: when to stop, and what they have seen.
+#[derive(Default)]
+struct Progress {
+    stop: bool,
+    acknowledged: usize,
+    /// Set by the test when it kills the leader.
+    killed_at: Option<Instant>,
+    /// A write sent after `killed_at` was acknowledged.
+    acked_after_kill: bool,
+}
+
 /// Writers on every node until `stop`; returns every acknowledged create.
 fn spawn_writers(
     c: &LocalCluster,
-    stop: Arc<Mutex<bool>>,
+    progress: Arc<Mutex<Progress>>,
 ) -> Vec<tokio::task::JoinHandle<Vec<Acked>>> {
     let mut tasks = Vec::new();
     for i in 0..6 {
         let client = c.client(c.ids()[i % 3]).unwrap();
-        let stop = stop.clone();
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
-            while !*stop.lock().unwrap() {
+            while !progress.lock().unwrap().stop {
                 let sent = Instant::now();
                 if let Some(id) = create(&client).await {
+                    let mut p = progress.lock().unwrap();
+                    p.acknowledged += 1;
+                    p.acked_after_kill |= p.killed_at.is_some_and(|k| sent > k);
                     acked.push((sent, Instant::now(), id));
                 }
             }
@@ -89,14 +103,25 @@ async fn leader_sigkill_under_load_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = cluster(tmp.path(), &["--leader-wait", "3"]);
     let leader = c.wait_for_leader(Duration::from_secs(20)).await.unwrap();
-    let stop = Arc::new(Mutex::new(false));
-    let writers = spawn_writers(&c, stop.clone());
-    tokio::time::sleep(Duration::from_millis(1500)).await; // let load build up
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let writers = spawn_writers(&c, progress.clone());
+    wait_until(
+        "writes under way before the kill",
+        Duration::from_secs(20),
+        || async { progress.lock().unwrap().acknowledged >= 50 },
+    )
+    .await;
     let killed_at = Instant::now();
     c.kill(leader).unwrap();
+    progress.lock().unwrap().killed_at = Some(killed_at);
     let survivors: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
-    tokio::time::sleep(Duration::from_secs(4)).await; // writes continue during failover
-    *stop.lock().unwrap() = true;
+    wait_until(
+        "a write sent after the kill to succeed",
+        Duration::from_secs(20),
+        || async { progress.lock().unwrap().acked_after_kill },
+    )
+    .await;
+    progress.lock().unwrap().stop = true;
     let mut acked = Vec::new();
     for w in writers {
         acked.extend(w.await.unwrap());

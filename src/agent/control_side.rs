@@ -49,11 +49,6 @@ fn node_of(peer: &Peer) -> Result<Uuid, ApiError> {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("The request body could not be decoded: {e}")))
-}
-
 /// Whether the report would change nothing that the cluster does not already know
 /// recently enough.
 fn redundant(
@@ -89,7 +84,7 @@ async fn report_state(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let node = node_of(&peer)?;
-    let StateReport { era, state } = decode(&bytes)?;
+    let StateReport { era, state } = crate::api::input::json_body(&bytes)?;
     let report = match state {
         ReportedState::Datasets(d) => AgentReport::Datasets(d),
         ReportedState::Containers(c) => AgentReport::Containers(c),
@@ -153,7 +148,7 @@ async fn blockdevice_owner(State(ctx): Ctx, bytes: Bytes) -> Result<Response, Ap
     let BlockDeviceOwner {
         dataset_id,
         blockdevice_id,
-    } = decode(&bytes)?;
+    } = crate::api::input::json_body(&bytes)?;
     let command = Command::SetBlockDeviceOwner {
         dataset_id,
         blockdevice_id,

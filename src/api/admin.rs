@@ -81,11 +81,6 @@ async fn status(State(ctx): Ctx) -> Response {
     (StatusCode::OK, Json(status_json(&ctx))).into_response()
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("The request body could not be decoded: {e}")))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewMember {
@@ -115,7 +110,7 @@ async fn add_member(State(ctx): Ctx, bytes: Bytes) -> Result<Response, ApiError>
         id,
         raft_addr,
         api_addr,
-    } = decode(&bytes)?;
+    } = crate::api::input::json_body(&bytes)?;
     if id == 0 || raft_addr.is_empty() {
         return Err(ApiError::BadRequest(
             "\"id\" must be positive and \"raft_addr\" non-empty.".into(),
@@ -135,7 +130,7 @@ async fn add_member(State(ctx): Ctx, bytes: Bytes) -> Result<Response, ApiError>
 }
 
 async fn set_voters(State(ctx): Ctx, bytes: Bytes) -> Result<Response, ApiError> {
-    let Voters { voters } = decode(&bytes)?;
+    let Voters { voters } = crate::api::input::json_body(&bytes)?;
     if voters.is_empty() {
         return Err(ApiError::BadRequest(
             "\"voters\" must name at least one node.".into(),

@@ -16,6 +16,12 @@ use crate::model::{Container, Dataset, Link, Micros, Port, RestartPolicy, Volume
 /// The largest lease duration accepted, in seconds (about 317 years).
 pub const MAX_LEASE_SECONDS: f64 = 1e10;
 
+/// Decode a JSON body of our own (non-Flocker) endpoints: admin and agent protocol.
+pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("The request body could not be decoded: {e}")))
+}
+
 fn bad(text: impl Into<String>) -> ApiError {
     ApiError::BadRequest(text.into())
 }

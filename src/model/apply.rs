@@ -298,9 +298,7 @@ fn release_lease(config: &mut Configuration, dataset_id: Uuid) -> Step {
 
 fn expire_leases(config: &mut Configuration, now: Micros) -> Step {
     let before = config.leases.len();
-    config
-        .leases
-        .retain(|_, lease| lease.expiration.is_none_or(|at| at >= now));
+    config.leases.retain(|_, lease| !lease.expired(now));
     let changed = config.leases.len() != before;
     Ok(Applied {
         outcome: Outcome::Done,
@@ -381,20 +379,18 @@ fn report_state(
 fn expire_state(state: &mut State, cutoff: Micros) -> bool {
     let mut changed = false;
     for node in state.cluster.nodes.values_mut() {
-        if node.datasets.is_some() && node.datasets_seen < cutoff {
+        if node.datasets_expired(cutoff) {
             node.datasets = None;
             changed = true;
         }
-        if node.containers.is_some() && node.containers_seen < cutoff {
+        if node.containers_expired(cutoff) {
             node.containers = None;
             changed = true;
         }
     }
     let before = state.cluster.nodes.len();
     state.cluster.nodes.retain(|_, node| {
-        node.datasets.is_some()
-            || node.containers.is_some()
-            || node.datasets_seen.max(node.containers_seen) >= cutoff
+        node.datasets.is_some() || node.containers.is_some() || !node.silent_since(cutoff)
     });
     changed || state.cluster.nodes.len() != before
 }

@@ -90,6 +90,13 @@ pub struct Lease {
     pub expiration: Option<Micros>,
 }
 
+impl Lease {
+    /// Whether the lease's expiration is strictly before `now` (what the sweeper removes).
+    pub fn expired(&self, now: Micros) -> bool {
+        self.expiration.is_some_and(|at| at < now)
+    }
+}
+
 /// The desired configuration of the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Configuration {
@@ -159,6 +166,23 @@ pub struct NodeState {
     pub containers_seen: Micros,
 }
 
+impl NodeState {
+    /// The dataset agent's report is older than `cutoff`.
+    pub fn datasets_expired(&self, cutoff: Micros) -> bool {
+        self.datasets.is_some() && self.datasets_seen < cutoff
+    }
+
+    /// The container agent's report is older than `cutoff`.
+    pub fn containers_expired(&self, cutoff: Micros) -> bool {
+        self.containers.is_some() && self.containers_seen < cutoff
+    }
+
+    /// Neither agent has reported or heartbeated since `cutoff`.
+    pub fn silent_since(&self, cutoff: Micros) -> bool {
+        self.datasets_seen.max(self.containers_seen) < cutoff
+    }
+}
+
 /// The actual state of the cluster. Replicated like the configuration (so every control
 /// node answers `/v1/state/*` from the same history) but never part of the tag.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +195,14 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// Whether an expiry with this cutoff would drop a report or a node: the leader
+    /// proposes `ExpireState` only then.
+    pub fn has_stale_reports(&self, cutoff: Micros) -> bool {
+        self.nodes.values().any(|n| {
+            n.datasets_expired(cutoff) || n.containers_expired(cutoff) || n.silent_since(cutoff)
+        })
+    }
+
     /// The node whose current era is `era`.
     pub fn node_by_era(&self, era: Uuid) -> Option<Uuid> {
         self.eras
